@@ -1,0 +1,8 @@
+//! The Rust engine of execnet.
+//!
+//! The engine modules are pure Rust and build without libpython
+//! (`cargo test --no-default-features`); the pyo3 bindings live in [`py`] behind the default
+//! `python` feature and make up the private extension module `execnet._core`.
+
+#[cfg(feature = "python")]
+pub mod py;

@@ -1,0 +1,16 @@
+//! pyo3 bindings: the private module `execnet._core`. Conversions, GIL handling and exceptions
+//! only; the engine lives in the pure-Rust modules.
+
+use pyo3::prelude::*;
+
+/// The private extension module `execnet._core`.
+#[pymodule(gil_used = false)]
+pub mod _core {
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}
