@@ -14,6 +14,10 @@ use super::opcodes as op;
 /// recurses in C and would overflow the stack.
 pub const MAX_HASH_DEPTH: u32 = 1000;
 
+/// A list declared longer than the rest of its input and this long is refused with
+/// [`DecodeError::OutOfMemory`] instead of being allocated (as `[None] * n`) at the end.
+pub const MAX_UNFILLED_LIST_LEN: usize = 1 << 24;
+
 /// Makes values for the decoder. Implemented for Python objects (the bindings), for the Rust
 /// [`Value`](super::Value) tree and for the validating scanner.
 pub trait Builder {
@@ -144,6 +148,12 @@ fn materialize<B: Builder>(
     stack: &mut Stack<B::Value>,
     lazy: LazyList<B::Value>,
 ) -> Result<(), B::Error> {
+    if lazy.len > MAX_UNFILLED_LIST_LEN {
+        return Err(DecodeError::OutOfMemory {
+            offset: lazy.offset,
+        }
+        .into());
+    }
     let mut list = builder.list(lazy.len, lazy.offset)?;
     for (index, value) in lazy.entries {
         let key = builder.int(
