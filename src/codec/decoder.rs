@@ -286,7 +286,19 @@ pub fn decode<B: Builder>(
                 } else {
                     collection_start(stack.len(), n)
                 };
-                materialize_from(builder, &mut stack, &mut lazies, start)?;
+                if opcode == op::BUILDTUPLE {
+                    materialize_from(builder, &mut stack, &mut lazies, start)?;
+                } else {
+                    // Lists cannot be set elements: an empty one stands in for a lazy one.
+                    while lazies.last().is_some_and(|l| l.slot >= start) {
+                        if let Some(lazy) = lazies.pop() {
+                            let stand_in = builder.list(0, offset)?;
+                            if let Some(entry) = stack.get_mut(lazy.slot) {
+                                entry.0 = stand_in;
+                            }
+                        }
+                    }
+                }
                 let items = stack.drain(start..);
                 if opcode == op::BUILDTUPLE {
                     let depth = items
@@ -310,7 +322,16 @@ pub fn decode<B: Builder>(
                     return Err(DecodeError::SetItemUnderflow { offset }.into());
                 }
                 let top = stack.len() - 1;
-                materialize_from(builder, &mut stack, &mut lazies, top - 1)?;
+                materialize_from(builder, &mut stack, &mut lazies, top)?;
+                if lazies.last().is_some_and(|l| l.slot == top - 1) {
+                    // A list as key only ever fails (unhashable, not an index): its type is
+                    // all that matters, so an empty list stands in for it.
+                    lazies.pop();
+                    let stand_in = builder.list(0, offset)?;
+                    if let Some(entry) = stack.get_mut(top - 1) {
+                        entry.0 = stand_in;
+                    }
+                }
                 let (value, _) = stack
                     .pop()
                     .ok_or(DecodeError::SetItemUnderflow { offset })?;

@@ -29,12 +29,12 @@ pub enum DecodeError {
         start: usize,
         end: usize,
     },
-    /// A `LONGINT`/`LONGLONG` operand that Python's `int()` rejects (`ValueError`).
+    /// A `LONGINT`/`LONGLONG` operand that Python's `int()` rejects (`ValueError`); `literal`
+    /// is the operand's `repr()` as Python's message shows it (at most 200 characters).
     InvalidInt {
         offset: usize,
         opcode: u8,
-        start: usize,
-        end: usize,
+        literal: String,
     },
     /// `SETITEM` on a list with an index outside it (`IndexError`).
     IndexOutOfRange { offset: usize },
@@ -93,6 +93,17 @@ pub fn bytes_repr(data: &[u8]) -> String {
 }
 
 impl DecodeError {
+    /// [`DecodeError::InvalidInt`] for the operand `literal`.
+    #[must_use]
+    pub fn invalid_int(offset: usize, opcode: u8, literal: &[u8]) -> Self {
+        let literal = bytes_repr(literal).chars().take(200).collect();
+        Self::InvalidInt {
+            offset,
+            opcode,
+            literal,
+        }
+    }
+
     /// The exact text of the exception execnet raises for this failure.
     #[must_use]
     pub fn message(&self) -> String {
@@ -113,7 +124,9 @@ impl DecodeError {
             Self::StackNotOne { .. } => "internal unserialization error".to_owned(),
             Self::SetItemUnderflow { .. } => "not enough items for setitem".to_owned(),
             Self::InvalidUtf8 { .. } => "invalid utf-8".to_owned(),
-            Self::InvalidInt { .. } => "invalid literal for int() with base 10".to_owned(),
+            Self::InvalidInt { literal, .. } => {
+                format!("invalid literal for int() with base 10: {literal}")
+            }
             Self::IndexOutOfRange { .. } => "list assignment index out of range".to_owned(),
             Self::IndexTooLarge { .. } => "cannot fit 'int' into an index-sized integer".to_owned(),
             Self::NotAssignable { type_name, .. } => {

@@ -79,12 +79,8 @@ impl Builder for Scanner {
         Ok(Kind::Int(value.into()))
     }
     fn long(&mut self, literal: &[u8], offset: usize, opcode: u8) -> Result<Kind, DecodeError> {
-        let parsed = intlit::parse(literal).ok_or(DecodeError::InvalidInt {
-            offset,
-            opcode,
-            start: 0,
-            end: literal.len(),
-        })?;
+        let parsed = intlit::parse(literal)
+            .ok_or_else(|| DecodeError::invalid_int(offset, opcode, literal))?;
         if literal.len() > SAFE_INT_DIGITS {
             self.info.needs_python_check = true;
         }
@@ -188,7 +184,12 @@ impl Builder for Scanner {
             Kind::Bool(b) => i64::from(b),
             Kind::Int(i) => i,
             Kind::BigInt => return Err(DecodeError::IndexTooLarge { offset }),
-            _ => return Ok(None),
+            other => {
+                return Err(DecodeError::BadListIndex {
+                    offset,
+                    type_name: other.type_name(),
+                })
+            }
         };
         normalize_index(index, len, offset).map(Some)
     }
@@ -200,8 +201,9 @@ impl Builder for Scanner {
 /// says only a Python decode can tell.
 ///
 /// # Errors
-/// The [`DecodeError`] the decoder would raise (for unhashable keys and the like, with the type
-/// name a real decode reports).
+/// The [`DecodeError`] the decoder raises for the payload when `PY3STRING` stays bytes (with
+/// text, a `PY3STRING` that is not UTF-8 fails earlier); for unhashable keys and the like with
+/// the type name a real decode reports.
 pub fn scan(payload: &[u8]) -> Result<ScanInfo, DecodeError> {
     let mut scanner = Scanner::default();
     decode(&mut scanner, payload, false)?;

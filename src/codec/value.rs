@@ -12,7 +12,7 @@ use super::opcodes as op;
 use super::writer::{self, TooLong};
 
 /// Longest list the [`ValueBuilder`] builds.
-pub const MAX_LIST_LEN: usize = 1 << 24;
+pub const MAX_LIST_LEN: usize = 1 << 20;
 
 /// A decoded value.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,12 +142,8 @@ impl Builder for ValueBuilder {
         Ok(Value::Int(value.into()))
     }
     fn long(&mut self, literal: &[u8], offset: usize, opcode: u8) -> Result<Value, DecodeError> {
-        let parsed = intlit::parse(literal).ok_or(DecodeError::InvalidInt {
-            offset,
-            opcode,
-            start: 0,
-            end: literal.len(),
-        })?;
+        let parsed = intlit::parse(literal)
+            .ok_or_else(|| DecodeError::invalid_int(offset, opcode, literal))?;
         Ok(parsed
             .to_i64()
             .map_or_else(|| Value::BigInt(parsed.to_decimal()), Value::Int))
@@ -270,7 +266,12 @@ impl Builder for ValueBuilder {
             Value::Bool(b) => i64::from(*b),
             Value::Int(i) => *i,
             Value::BigInt(_) => return Err(DecodeError::IndexTooLarge { offset }),
-            _ => return Ok(None),
+            other => {
+                return Err(DecodeError::BadListIndex {
+                    offset,
+                    type_name: other.type_name(),
+                })
+            }
         };
         normalize_index(index, len, offset).map(Some)
     }

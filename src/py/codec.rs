@@ -224,11 +224,9 @@ impl Encoder<'_> {
         let py = obj.py();
         self.user_code += 1;
         let id = obj.getattr("id")?;
-        if let Ok(small) = id.cast_exact::<PyInt>().map(|i| i.extract::<i32>()) {
-            if let Ok(small) = small {
-                writer::put_int4(self.out, op::CHANNEL, small);
-                return Ok(());
-            }
+        if let Ok(Ok(small)) = id.cast_exact::<PyInt>().map(|i| i.extract::<i32>()) {
+            writer::put_int4(self.out, op::CHANNEL, small);
+            return Ok(());
         }
         // Unusual ids get execnet's checks and `struct.pack("!i", id)`'s own errors.
         if id.gt(i32::MAX)? {
@@ -287,8 +285,26 @@ struct PyBuilder<'a, 'py> {
 /// Lists at least this long are made as `[None] * n`, which reports allocation failure.
 const LARGE_LIST: usize = 1 << 16;
 
+/// A list index from `key` as `list[key] = value` takes it. `None` for objects of other types
+/// (channels), for which Python itself decides.
 fn index_of(key: &Bound<'_, PyAny>, len: usize, offset: usize) -> PyResult<Option<usize>> {
     if !(key.is_exact_instance_of::<PyInt>() || key.is_exact_instance_of::<PyBool>()) {
+        let decoded_type = key.is_none()
+            || key.is_exact_instance_of::<PyFloat>()
+            || key.is_exact_instance_of::<PyString>()
+            || key.is_exact_instance_of::<PyBytes>()
+            || key.is_exact_instance_of::<PyComplex>()
+            || key.is_exact_instance_of::<PyTuple>()
+            || key.is_exact_instance_of::<PyList>()
+            || key.is_exact_instance_of::<PyDict>()
+            || key.is_exact_instance_of::<PySet>()
+            || key.is_exact_instance_of::<PyFrozenSet>();
+        if decoded_type {
+            let name = key.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "list indices must be integers or slices, not {name}"
+            )));
+        }
         return Ok(None);
     }
     let index: i64 = key
