@@ -280,6 +280,57 @@ struct PyBuilder<'a, 'py> {
     py2str_as_py3str: bool,
     py3str_as_py2str: bool,
     channelfactory: Option<&'a Bound<'py, PyAny>>,
+    strings: Option<StringCache<'py>>,
+}
+
+/// Short strings this long at most are shared through the [`StringCache`].
+const CACHED_STRING_LEN: usize = 24;
+/// Inputs at least this long get a [`StringCache`].
+const CACHE_INPUT_LEN: usize = 2048;
+const CACHE_SLOTS: usize = 1024;
+
+/// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
+/// hash Python computes once (as pickle's memo achieves).
+struct StringCache<'py> {
+    slots: Vec<CacheSlot<'py>>,
+}
+
+/// The string's bytes (zero-padded), its length, and the string.
+type CacheSlot<'py> = Option<([u8; CACHED_STRING_LEN], u8, Bound<'py, PyString>)>;
+
+impl<'py> StringCache<'py> {
+    fn new() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(CACHE_SLOTS).collect(),
+        }
+    }
+
+    fn get(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let bytes = text.as_bytes();
+        let mut key = [0u8; CACHED_STRING_LEN];
+        let len = bytes.len().min(CACHED_STRING_LEN);
+        key[..len].copy_from_slice(&bytes[..len]);
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        // Truncation is the point: the slot index is the hash modulo the table size.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (hash as usize) % CACHE_SLOTS;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return PyString::new(py, text);
+        };
+        if let Some((cached, cached_len, obj)) = slot {
+            if usize::from(*cached_len) == len && *cached == key {
+                return obj.clone();
+            }
+        }
+        let obj = PyString::new(py, text);
+        // `len` is at most CACHED_STRING_LEN, which fits a u8.
+        #[allow(clippy::cast_possible_truncation)]
+        let stored_len = len as u8;
+        *slot = Some((key, stored_len, obj.clone()));
+        obj
+    }
 }
 
 /// Lists at least this long are made as `[None] * n`, which reports allocation failure.
@@ -362,7 +413,12 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
             _ => match std::str::from_utf8(data) {
-                Ok(text) => Ok(PyString::new(py, text).into_any()),
+                Ok(text) => match &mut self.strings {
+                    Some(cache) if text.len() <= CACHED_STRING_LEN => {
+                        Ok(cache.get(py, text).into_any())
+                    }
+                    _ => Ok(PyString::new(py, text).into_any()),
+                },
                 // Python's decoder raises the UnicodeDecodeError with its exact reason.
                 Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
             },
@@ -431,6 +487,20 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     ) -> PyResult<Option<usize>> {
         index_of(key, len, offset)
     }
+    fn set_index(
+        &mut self,
+        target: &mut Self::Value,
+        index: i32,
+        value: Self::Value,
+        offset: usize,
+    ) -> PyResult<()> {
+        if let Ok(list) = target.cast_exact::<PyList>() {
+            let index = codec::normalize_index(index.into(), list.len(), offset)?;
+            return list.set_item(index, value);
+        }
+        let key = self.int(index)?;
+        self.set_item(target, key, value, false, offset)
+    }
 }
 
 /// Decodes the internal form (no version byte) with a string configuration
@@ -460,6 +530,7 @@ fn decode_with<'py>(
         py2str_as_py3str: strconfig.0,
         py3str_as_py2str: strconfig.1,
         channelfactory,
+        strings: (data.len() >= CACHE_INPUT_LEN).then(StringCache::new),
     };
     codec::decode(&mut builder, data, versioned)
 }
