@@ -798,3 +798,18 @@ def test_scan_reports_channels_and_python_checks() -> None:
         _core._scan(s(b"S", b"\xff") + b"Q")
     with pytest.raises(gateway_base.LoadError):
         _core._scan(b"LLQ")
+
+
+def test_dumps_nested_in_user_code_during_dumps() -> None:
+    inner: list[bytes] = []
+
+    class Channel:
+        @property
+        def id(self) -> int:
+            inner.append(_core.dumps(["nested", 1]))
+            return 4
+
+    assert _core.dumps(["a", Channel(), "b"]) == _core.dumps(["a", None, "b"]).replace(
+        b"L", b"B\x00\x00\x00\x04"
+    )
+    assert inner == [_core.dumps(["nested", 1])]

@@ -128,7 +128,7 @@ impl Encoder<'_> {
         }
         if let Ok(t) = obj.cast_exact::<PyTuple>() {
             return self.nested(|enc| {
-                for item in t.iter() {
+                for item in t.iter_borrowed() {
                     enc.save(&item)?;
                 }
                 writer::put_count(enc.out, op::BUILDTUPLE, t.len())
@@ -547,10 +547,11 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) 
 /// `dumps(obj) -> bytes`: the versioned form (version byte `\x02`, then the internal form).
 #[pyfunction]
 pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(64);
-    out.push(op::DUMPFORMAT_VERSION);
-    encode_internal_into(obj, &mut out)?;
-    Ok(PyBytes::new(py, &out))
+    with_scratch(|out| {
+        out.push(op::DUMPFORMAT_VERSION);
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
 }
 
 /// `dumps_internal(obj) -> bytes`: the internal form used in message payloads.
@@ -559,8 +560,34 @@ pub fn dumps_internal<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let out = encode_internal(obj)?;
-    Ok(PyBytes::new(py, &out))
+    with_scratch(|out| {
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
+}
+
+thread_local! {
+    /// A reusable encoding buffer per thread (saves an allocation per `dumps`).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are not kept for reuse.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Runs `f` with an empty buffer: the thread's scratch buffer, or a fresh one when it is in use
+/// (a `dumps` nested in user code that runs during encoding).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::with_capacity(64)),
+    })
 }
 
 /// `loads(data, py2str_as_py3str=False, py3str_as_py2str=False)`: decodes the versioned form.
