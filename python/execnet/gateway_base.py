@@ -960,13 +960,8 @@ class Channel:
             self._trace("ignoring redundant call to close()")
             return
         # state "opened" or "sendonly" --> "closed"; a sendonly peer is not told (it is gone)
-        if not self._receiveclosed.is_set():
-            put = self.gateway._send
-            if error is not None:
-                put(Message.CHANNEL_CLOSE_ERROR, self.id, dumps_internal(str(error)))
-            else:
-                put(Message.CHANNEL_CLOSE, self.id)
-            self._trace("sent channel close message")
+        tell_peer = not self._receiveclosed.is_set()
+        payload = dumps_internal(str(error)) if error is not None else b""
         if isinstance(error, RemoteError):
             self._remoteerrors.append(error)
         self._closed = True
@@ -974,7 +969,14 @@ class Channel:
         queue = self._items
         if queue is not None:
             queue.put(ENDMARKER)
+        # update local state before the peer can react to the close message
         self.gateway._channelfactory._no_longer_opened(self.id)
+        if tell_peer:
+            if error is not None:
+                self.gateway._send(Message.CHANNEL_CLOSE_ERROR, self.id, payload)
+            else:
+                self.gateway._send(Message.CHANNEL_CLOSE, self.id)
+            self._trace("sent channel close message")
 
     def waitclose(self, timeout: float | None = None) -> None:
         """Wait until the channel stops receiving; raise a recorded remote error, if any.
@@ -1263,6 +1265,12 @@ class BaseGateway:
             self._trace("[receiver-thread]", *msg)
 
         log("finishing receiving thread")
+        write_closed = False
+        if self._error is not None:
+            # The peer is gone: close our write side before waking anybody up, so that a
+            # send() after receive()/waitclose() reported the loss fails reliably instead of
+            # racing the peer's teardown.
+            write_closed = self._close_write(log)
         # wake up and terminate any execution waiting to receive
         self._channelfactory._finished_receiving()
         log("terminating execution")
@@ -1272,13 +1280,18 @@ class BaseGateway:
             self._io.close_read()
         except Exception as exc:
             log("close_read failed:", repr(exc))
+        if not write_closed:
+            self._close_write(log)
+        log("terminating our receive pseudo pool")
+        self._receivepool.trigger_shutdown()
+
+    def _close_write(self, log: Callable[..., None]) -> bool:
         log("closing write")
         try:
             self._io.close_write()
         except Exception as exc:
             log("close_write failed:", repr(exc))
-        log("terminating our receive pseudo pool")
-        self._receivepool.trigger_shutdown()
+        return True
 
     def _terminate_execution(self) -> None:
         pass
