@@ -1258,6 +1258,11 @@ class BaseGateway:
             self._error = exc
         except Exception as exc:
             log(self._geterrortext(exc))
+            # Upstream leaves _error unset here, so receive() raised a bare EOFError; keep the
+            # EOFError type (connection lost) but say why.
+            error = EOFError(f"receiver failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._error = error
         self._receiver_finished()
 
     def _receiver_finished(self) -> None:
