@@ -877,3 +877,32 @@ def test_session_with_upstream_peer(direction: str) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "session ok 0\n"
     assert out.stderr == ""
+
+
+class TrapIO:
+    """Drops the last reference to a live channel in the middle of writing a frame."""
+
+    execmodel = gb.get_execmodel("thread")
+
+    def __init__(self) -> None:
+        self.out = BytesIO()
+        self.victim: object = None
+
+    def write(self, data: bytes) -> None:
+        half = len(data) // 2
+        self.out.write(data[:half])
+        self.victim = None  # Channel.__del__ runs here, on this thread
+        self.out.write(data[half:])
+
+
+def test_channel_gc_during_a_write_does_not_interleave_frames() -> None:
+    io = TrapIO()
+    gw = gb.BaseGateway(io, "trap", _startcount=1)  # type: ignore[arg-type]
+    io.victim = gw.newchannel()
+    gw._send(gb.Message.CHANNEL_DATA, 7, gb.dumps_internal("payload"))
+    stream = BytesIO(io.out.getvalue())
+    first = gb.Message.from_io(stream)
+    second = gb.Message.from_io(stream)
+    assert (first.msgcode, first.channelid, gb.loads_internal(first.data)) == (4, 7, "payload")
+    assert (second.msgcode, second.channelid, second.data) == (gb.Message.CHANNEL_CLOSE, 1, b"")
+    assert stream.read() == b""

@@ -920,7 +920,8 @@ class Channel:
                 else:
                     msgcode = Message.CHANNEL_CLOSE
                 try:
-                    self.gateway._send(msgcode, self.id)
+                    send = getattr(self.gateway, "_send_deferrable", self.gateway._send)
+                    send(msgcode, self.id)
                 except (OSError, ValueError):
                     pass
         except Exception:
@@ -1229,6 +1230,8 @@ class BaseGateway:
         self._receivepool = WorkerPool(self.execmodel)
         self._error: BaseException | None = None
         self._sendlock = self.execmodel.Lock()
+        self._send_depth = 0
+        self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
 
     def _trace(self, *msg: object) -> None:
@@ -1305,11 +1308,34 @@ class BaseGateway:
         message = Message(msgcode, channelid, data)
         try:
             with self._sendlock:
-                message.to_io(self._io)
+                self._send_depth += 1
+                try:
+                    message.to_io(self._io)
+                    deferred = self._deferred_sends
+                    while deferred:
+                        deferred.pop(0).to_io(self._io)
+                finally:
+                    self._send_depth -= 1
             self._trace("sent", message)
         except (OSError, ValueError) as e:
             self._trace("failed to send", message, e)
             raise OSError("cannot send (already closed?)") from e
+
+    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
+        """Send, or queue behind the frame this thread is writing right now.
+
+        Used by ``Channel.__del__``: garbage collection can run it in the middle of a write
+        by the same thread, where a nested frame would corrupt the stream.
+        """
+        lock = self._sendlock
+        if lock.acquire(False):
+            try:
+                if self._send_depth:
+                    self._deferred_sends.append(Message(msgcode, channelid))
+                    return
+            finally:
+                lock.release()
+        self._send(msgcode, channelid)
 
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         channel.close("execution disallowed")
