@@ -384,9 +384,12 @@ def verify_execnet(venv: Path, against_upstream: bool) -> dict[str, str]:
 def suite_env(venv: Path) -> dict[str, str]:
     env = dict(os.environ)
     # test_dont_write_bytecode fails by design when this is set; the others would leak options.
-    for name in ("PYTHONDONTWRITEBYTECODE", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH",
-                 "EXECNET_DEBUG", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV"):  # fmt: skip
-        env.pop(name, None)
+    for name in list(env):
+        if name.startswith("PYTEST_") or name in (
+            "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME", "EXECNET_DEBUG",
+            "PIP_REQUIRE_VIRTUALENV",
+        ):  # fmt: skip
+            del env[name]
     env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
     return env
