@@ -208,12 +208,17 @@ def parse_summary(text: str) -> dict[str, int] | None:
 
 
 def _nodeid(rootdir: Path, classname: str, name: str) -> str:
+    if not classname:
+        # A collection error: the name is the module's dotted path.
+        classname, name = name, ""
     parts = classname.split(".") if classname else []
     for cut in range(len(parts), 0, -1):
         candidate = rootdir.joinpath(*parts[:cut]).with_suffix(".py")
         if candidate.is_file():
-            return "::".join(["/".join(parts[:cut]) + ".py", *parts[cut:], name])
-    return "::".join([*parts, name])
+            return "::".join(
+                ["/".join(parts[:cut]) + ".py", *parts[cut:], *([name] if name else [])]
+            )
+    return "::".join([*parts, *([name] if name else [])])
 
 
 def parse_junit(path: Path, rootdir: Path) -> dict[str, str]:
