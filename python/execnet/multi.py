@@ -212,14 +212,20 @@ class Group:
 
 
 def _discard_io(io: Any) -> None:
-    """Stop a process whose bootstrap failed, so it does not linger."""
-    if isinstance(io, gateway_io.Popen2IOMaster):
-        try:
-            if io.popen.poll() is None:
+    """Release the process or connection of a failed bootstrap, so nothing lingers."""
+    try:
+        popen = getattr(io, "popen", None)
+        sock = getattr(io, "sock", None)
+        if popen is not None:
+            if popen.poll() is None:
                 io.kill()
-            io.popen.wait()
-        except (OSError, ValueError):
-            pass
+            popen.wait()
+        elif sock is not None:
+            sock.close()
+        elif isinstance(io, gateway_io.ProxyIO):
+            io.kill()
+    except (OSError, ValueError, EOFError):
+        pass
 
 
 def _join_wait(gw: Any) -> None:
