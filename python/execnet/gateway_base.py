@@ -1173,16 +1173,14 @@ class ChannelFactory:
     def _local_receive(self, id: int, data: bytes) -> None:
         # executes in the receiver thread, under the gateway's receive lock
         channel = self._channels.get(id)
-        try:
-            callback, _endmarker, strconfig = self._callbacks[id]
-        except KeyError:
+        registered = self._callbacks.get(id)
+        if registered is None:
             queue = channel._items if channel is not None else None
-            if queue is None:
-                pass  # nobody listens: drop the data
-            else:
-                item = _loads_wire(data, self, channel._strconfig)  # type: ignore[union-attr]
-                queue.put(item)
+            if queue is not None:
+                queue.put(_loads_wire(data, self, channel._strconfig))  # type: ignore[union-attr]
+            # else nobody listens: drop the data
         else:
+            callback, _endmarker, strconfig = registered
             try:
                 if channel is not None:
                     strconfig = channel._strconfig
