@@ -150,3 +150,30 @@ def test_kill_a_stubborn_proxied_worker(group: Group) -> None:
 def test_via_unknown_gateway_is_a_key_error(group: Group) -> None:
     with pytest.raises(KeyError):
         group.makegateway("popen//via=nothere")
+
+
+def test_forwarder_cannot_start_the_process(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    with pytest.raises(execnet.RemoteError) as excinfo:
+        group.makegateway("popen//via=fwd//python=/nonexistent/python")
+    assert "FileNotFoundError" in str(excinfo.value)
+    assert [gw.id for gw in group] == ["fwd"]
+    # the forwarder is still usable
+    assert group.makegateway("popen//via=fwd").remote_exec("channel.send(3)").receive() == 3
+
+
+def test_proxied_non_python_gives_a_dead_gateway(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    gw = group.makegateway("popen//via=fwd//python=false")
+    gw.join(timeout=5.0)
+    assert not gw.hasreceiver()
+    with pytest.raises(OSError):
+        gw.remote_exec("pass")
+
+
+def test_proxied_bad_handshake_is_reported(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    with pytest.raises(execnet.RemoteError) as excinfo:
+        group.makegateway("popen//via=fwd//python=sh -c 'exec cat'")
+    assert "AssertionError" in str(excinfo.value)
+    assert [gw.id for gw in group] == ["fwd"]
