@@ -1211,6 +1211,48 @@ class ChannelFactory:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ForkedIO:
+    """Stands in for a gateway's IO in a forked child: the streams belong to the parent."""
+
+    def __init__(self, execmodel: ExecModel, message: str) -> None:
+        self.execmodel = execmodel
+        self._message = message
+
+    def read(self, numbytes: int) -> bytes:
+        raise EOFError(self._message)
+
+    def write(self, data: bytes) -> None:
+        raise OSError(self._message)
+
+    def close_read(self) -> None:
+        pass
+
+    def close_write(self) -> None:
+        pass
+
+    def wait(self) -> int | None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+_live_gateways: weakref.WeakSet[BaseGateway] = weakref.WeakSet()
+_fork_keepalive: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for gateway in list(_live_gateways):
+        try:
+            gateway._forked_in_child()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class BaseGateway:
     """The part of a gateway shared by both sides: receiver thread, dispatch and sending."""
 
@@ -1231,6 +1273,8 @@ class BaseGateway:
         self._send_depth = 0
         self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
+        self._pid = os.getpid()
+        _live_gateways.add(self)
 
     def _trace(self, *msg: object) -> None:
         trace(self.id, *msg)
@@ -1301,6 +1345,49 @@ class BaseGateway:
 
     def _terminate_execution(self) -> None:
         pass
+
+    def _forked_in_child(self) -> None:
+        """Turn this gateway into a dead object in a forked child process.
+
+        The child must never write to (or flush, or close) the parent's streams, and must not
+        wait for a receiver thread that does not exist in it. Locks are replaced because
+        another thread may have held them at the moment of the fork.
+        """
+        if self._pid == os.getpid():
+            return
+        em = self.execmodel
+        message = "gateway %r belongs to process %d, not to this forked process %d" % (
+            self.id,
+            self._pid,
+            os.getpid(),
+        )
+        _fork_keepalive.append(self._io)
+        self._io = _ForkedIO(em, message)
+        self._error = EOFError(message)
+        self._sendlock = em.Lock()
+        self._receivelock = em.RLock()
+        self._send_depth = 0
+        self._deferred_sends = []
+        self._receivepool = WorkerPool(em)
+        self._receivepool._shuttingdown = True
+        factory = self._channelfactory
+        factory._writelock = em.Lock()
+        factory.finished = True
+        factory._callbacks.clear()
+        for channel in factory.channels():
+            channel._receiveclosed = em.Event()
+            channel._receiveclosed.set()
+            if channel._items is not None:
+                channel._items = em.queue.Queue()
+                channel._items.put(ENDMARKER)
+        factory._channels.clear()
+        execpool = getattr(self, "_execpool", None)
+        if execpool is not None:
+            # let the primary thread leave after the task it runs in this process
+            execpool._running_lock = em.Lock()
+            execpool._running = set()
+            execpool._waitall_events = []
+            execpool._shuttingdown = True
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         message = Message(msgcode, channelid, data)
