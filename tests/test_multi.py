@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -406,3 +407,21 @@ def test_group_remote_exec_with_kwargs(group: Group) -> None:
         channel.send(arg)
 
     assert group.remote_exec(fun, arg=7).receive_each() == [7, 7]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_terminate_in_a_forked_child_leaves_the_parents_workers_alone(group: Group) -> None:
+    gw = group.makegateway("popen")
+    popen = gw._io.popen
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            group.terminate(timeout=0.5)
+            code = 0 if not group else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert popen.poll() is None
+    assert gw.remote_exec("channel.send(1)").receive() == 1

@@ -8,7 +8,9 @@ hook that terminates its gateways (waiting at most one second before killing).
 from __future__ import annotations
 
 import atexit
+import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from threading import Lock
@@ -56,6 +58,7 @@ class Group:
         self._autoidcounter = 0
         self._autoidlock = Lock()
         self._gateways_to_join: list[Any] = []
+        _all_groups.add(self)
         # Local execmodel: how the master runs its receivers; remote: the workers' default.
         self.set_execmodel(execmodel)
         for xspec in xspecs:
@@ -209,6 +212,19 @@ class Group:
             channel = gw.remote_exec(source, **kwargs)
             channels.append(channel)
         return MultiChannel(channels)
+
+
+_all_groups: weakref.WeakSet[Group] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    # Another thread may have held a group's id lock at the moment of the fork.
+    for group in list(_all_groups):
+        group._autoidlock = Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def _discard_io(io: Any) -> None:
