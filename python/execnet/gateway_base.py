@@ -762,7 +762,8 @@ class Message:
 
 
 def _status(message: Message, gateway: BaseGateway) -> None:
-    # answered in the receiver thread on the requester's id; no channel object is created
+    # Answered in the receiver thread on the requester's id; no channel object is created.
+    # (An upstream master's receiver died on STATUS; both sides answer here.)
     active_channels = gateway._channelfactory.channels()
     pool = getattr(gateway, "_execpool", None)
     if pool is not None:
@@ -806,6 +807,7 @@ def _channel_close(message: Message, gateway: BaseGateway) -> None:
 def _channel_close_error(message: Message, gateway: BaseGateway) -> None:
     text = loads_internal(message.data)
     if not isinstance(text, str):
+        # upstream's receiver died on an assertion here; keep the connection, show the value
         text = repr(text)
     gateway._channelfactory._local_close(message.channelid, RemoteError(text))
 
@@ -962,6 +964,7 @@ class Channel:
             return
         # state "opened" or "sendonly" --> "closed"; a sendonly peer is not told (it is gone)
         tell_peer = not self._receiveclosed.is_set()
+        # str(): a non-str error (e.g. a RemoteError) would otherwise fail to serialize
         payload = dumps_internal(str(error)) if error is not None else b""
         if isinstance(error, RemoteError):
             self._remoteerrors.append(error)
@@ -1460,7 +1463,9 @@ class WorkerGateway(BaseGateway):
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         if self.execmodel.backend == "main_thread_only":
             # The main thread runs one execution at a time: wait briefly for the previous one,
-            # then refuse rather than queueing behind code that may wait for this one.
+            # then refuse rather than queueing behind code that may wait for this one. The pool
+            # signals idleness after every execution, failing ones included (upstream stopped
+            # accepting work for good after an execution raised).
             if not self._execpool._wait_primary_idle(1.0):
                 channel.close(MAIN_THREAD_ONLY_DEADLOCK_TEXT)
                 return
@@ -1473,6 +1478,8 @@ class WorkerGateway(BaseGateway):
     def _terminate_execution(self) -> None:
         # called from the receiver thread once receiving ended
         eof = self._error is not None
+        # After a terminate message, upstream's 5 s + 10 s grace periods; when the master just
+        # vanished (EOF, corrupt data) nobody waits for results, so give up much sooner.
         first_wait, second_wait = (1.0, 2.0) if eof else (5.0, 10.0)
         self._trace("shutting down execution pool")
         self._execpool.trigger_shutdown()
