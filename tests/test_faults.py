@@ -274,3 +274,18 @@ def test_fork_inside_remote_code_does_not_leave_a_hanging_child(gw: Gateway) -> 
     assert ch.receive(TIMEOUT) == 0
     ch.waitclose(TIMEOUT)
     assert gw.remote_exec("channel.send(7)").receive(TIMEOUT) == 7
+
+
+@pytest.mark.slow
+def test_terminate_interrupts_busy_worker_after_grace_period(group: execnet.Group) -> None:
+    gw = group.makegateway("popen")
+    ch = gw.remote_exec("import time\nchannel.send(1)\ntime.sleep(100)")
+    assert ch.receive(TIMEOUT) == 1
+    start = time.monotonic()
+    group.terminate(timeout=None)  # never kills: the worker interrupts itself after 5 s
+    elapsed = time.monotonic() - start
+    assert 4.5 < elapsed < 9
+    assert gw._io.wait() == 0  # type: ignore[attr-defined]
+    # the worker's channels went "sendonly" at the terminate message: no close reaches us
+    with pytest.raises(EOFError):
+        ch.receive(TIMEOUT)
