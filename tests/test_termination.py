@@ -275,3 +275,13 @@ def test_bad_handshake_is_an_assertion_and_the_process_is_reaped(
     pid = int(pidfile.read_text())
     assert process_gone(pid)
     assert not group
+
+
+def test_terminate_with_zero_timeout_leaves_no_process_running(group: Group) -> None:
+    gws = [group.makegateway("popen") for _ in range(2)]
+    pids = [gw.remote_exec(STUBBORN).receive() for gw in gws]
+    start = time.monotonic()
+    group.terminate(timeout=0)
+    assert time.monotonic() - start < 3.0
+    assert all(gw._io.popen.returncode is not None for gw in gws)
+    assert all(process_gone(pid) for pid in pids)

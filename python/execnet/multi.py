@@ -204,6 +204,8 @@ class Group:
                 )
             else:
                 _terminate_without_threads(to_join, timeout)
+            if timeout is not None:
+                _reap(to_join)
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
         """``remote_exec`` on every member; returns a :class:`MultiChannel` of the channels."""
@@ -252,6 +254,23 @@ def _join_wait(gw: Any) -> None:
 def _kill(gw: Any) -> None:
     trace(f"Gateways did not come down after timeout: {gw!r}")
     gw._io.kill()
+
+
+def _reap(gateways: list[Any]) -> None:
+    """Make sure no local child process outlives ``terminate(timeout)``.
+
+    safe_terminate bounds its waits, so a process killed at the very end of the timeout may
+    not have been reaped yet; a SIGKILLed process is gone within moments.
+    """
+    for gw in gateways:
+        popen = getattr(getattr(gw, "_io", None), "popen", None)
+        if popen is None or popen.poll() is not None:
+            continue
+        _kill(gw)
+        try:
+            popen.wait(timeout=2.0)
+        except Exception:
+            trace(f"process of {gw!r} did not end after SIGKILL")
 
 
 def _threads_available(execmodel: ExecModel) -> bool:
