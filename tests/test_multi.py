@@ -425,3 +425,29 @@ def test_terminate_in_a_forked_child_leaves_the_parents_workers_alone(group: Gro
     assert os.waitstatus_to_exitcode(status) == 0
     assert popen.poll() is None
     assert gw.remote_exec("channel.send(1)").receive() == 1
+
+
+def test_duplicate_explicit_id_does_not_leak_a_process(group: Group) -> None:
+    group.makegateway("popen//id=x")
+    before = set(_children())
+    with pytest.raises(AssertionError):
+        group.makegateway("popen//id=x")
+    time.sleep(0.2)
+    assert set(_children()) - before == set()
+    assert [gw.id for gw in group] == ["x"]
+
+
+def _children() -> list[int]:
+    """Pids of this process's live (non-zombie) children."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids

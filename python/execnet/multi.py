@@ -143,7 +143,13 @@ class Group:
             _discard_io(io)
             raise
         gw.spec = spec
-        self._register(gw)
+        try:
+            self._register(gw)
+        except BaseException:
+            # e.g. a gateway with the same id registered meanwhile: do not leak the process
+            gw.exit()
+            _discard_io(io)
+            raise
         if spec.chdir or spec.nice or spec.env:
             channel = gw.remote_exec(_CONFIGURE_SOURCE)
             nice = int(spec.nice) if spec.nice else 0
