@@ -762,7 +762,8 @@ class Message:
 
 
 def _status(message: Message, gateway: BaseGateway) -> None:
-    # answered in the receiver thread on the requester's id; no channel object is created
+    # Answered in the receiver thread on the requester's id; no channel object is created.
+    # (An upstream master's receiver died on STATUS; both sides answer here.)
     active_channels = gateway._channelfactory.channels()
     pool = getattr(gateway, "_execpool", None)
     if pool is not None:
@@ -806,6 +807,7 @@ def _channel_close(message: Message, gateway: BaseGateway) -> None:
 def _channel_close_error(message: Message, gateway: BaseGateway) -> None:
     text = loads_internal(message.data)
     if not isinstance(text, str):
+        # upstream's receiver died on an assertion here; keep the connection, show the value
         text = repr(text)
     gateway._channelfactory._local_close(message.channelid, RemoteError(text))
 
@@ -920,7 +922,8 @@ class Channel:
                 else:
                     msgcode = Message.CHANNEL_CLOSE
                 try:
-                    self.gateway._send(msgcode, self.id)
+                    send = getattr(self.gateway, "_send_deferrable", self.gateway._send)
+                    send(msgcode, self.id)
                 except (OSError, ValueError):
                     pass
         except Exception:
@@ -961,6 +964,7 @@ class Channel:
             return
         # state "opened" or "sendonly" --> "closed"; a sendonly peer is not told (it is gone)
         tell_peer = not self._receiveclosed.is_set()
+        # str(): a non-str error (e.g. a RemoteError) would otherwise fail to serialize
         payload = dumps_internal(str(error)) if error is not None else b""
         if isinstance(error, RemoteError):
             self._remoteerrors.append(error)
@@ -1172,16 +1176,14 @@ class ChannelFactory:
     def _local_receive(self, id: int, data: bytes) -> None:
         # executes in the receiver thread, under the gateway's receive lock
         channel = self._channels.get(id)
-        try:
-            callback, _endmarker, strconfig = self._callbacks[id]
-        except KeyError:
+        registered = self._callbacks.get(id)
+        if registered is None:
             queue = channel._items if channel is not None else None
-            if queue is None:
-                pass  # nobody listens: drop the data
-            else:
-                item = _loads_wire(data, self, channel._strconfig)  # type: ignore[union-attr]
-                queue.put(item)
+            if queue is not None:
+                queue.put(_loads_wire(data, self, channel._strconfig))  # type: ignore[union-attr]
+            # else nobody listens: drop the data
         else:
+            callback, _endmarker, strconfig = registered
             try:
                 if channel is not None:
                     strconfig = channel._strconfig
@@ -1212,6 +1214,48 @@ class ChannelFactory:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ForkedIO:
+    """Stands in for a gateway's IO in a forked child: the streams belong to the parent."""
+
+    def __init__(self, execmodel: ExecModel, message: str) -> None:
+        self.execmodel = execmodel
+        self._message = message
+
+    def read(self, numbytes: int) -> bytes:
+        raise EOFError(self._message)
+
+    def write(self, data: bytes) -> None:
+        raise OSError(self._message)
+
+    def close_read(self) -> None:
+        pass
+
+    def close_write(self) -> None:
+        pass
+
+    def wait(self) -> int | None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+_live_gateways: weakref.WeakSet[BaseGateway] = weakref.WeakSet()
+_fork_keepalive: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for gateway in list(_live_gateways):
+        try:
+            gateway._forked_in_child()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class BaseGateway:
     """The part of a gateway shared by both sides: receiver thread, dispatch and sending."""
 
@@ -1229,7 +1273,11 @@ class BaseGateway:
         self._receivepool = WorkerPool(self.execmodel)
         self._error: BaseException | None = None
         self._sendlock = self.execmodel.Lock()
+        self._send_depth = 0
+        self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
+        self._pid = os.getpid()
+        _live_gateways.add(self)
 
     def _trace(self, *msg: object) -> None:
         trace(self.id, *msg)
@@ -1301,15 +1349,81 @@ class BaseGateway:
     def _terminate_execution(self) -> None:
         pass
 
+    def _forked_in_child(self) -> None:
+        """Turn this gateway into a dead object in a forked child process.
+
+        The child must never write to (or flush, or close) the parent's streams, and must not
+        wait for a receiver thread that does not exist in it. Locks are replaced because
+        another thread may have held them at the moment of the fork.
+        """
+        if self._pid == os.getpid():
+            return
+        em = self.execmodel
+        message = "gateway %r belongs to process %d, not to this forked process %d" % (
+            self.id,
+            self._pid,
+            os.getpid(),
+        )
+        _fork_keepalive.append(self._io)
+        self._io = _ForkedIO(em, message)
+        self._error = EOFError(message)
+        self._sendlock = em.Lock()
+        self._receivelock = em.RLock()
+        self._send_depth = 0
+        self._deferred_sends = []
+        self._receivepool = WorkerPool(em)
+        self._receivepool._shuttingdown = True
+        factory = self._channelfactory
+        factory._writelock = em.Lock()
+        factory.finished = True
+        factory._callbacks.clear()
+        for channel in factory.channels():
+            channel._receiveclosed = em.Event()
+            channel._receiveclosed.set()
+            if channel._items is not None:
+                channel._items = em.queue.Queue()
+                channel._items.put(ENDMARKER)
+        factory._channels.clear()
+        execpool = getattr(self, "_execpool", None)
+        if execpool is not None:
+            # let the primary thread leave after the task it runs in this process
+            execpool._running_lock = em.Lock()
+            execpool._running = set()
+            execpool._waitall_events = []
+            execpool._shuttingdown = True
+
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         message = Message(msgcode, channelid, data)
         try:
             with self._sendlock:
-                message.to_io(self._io)
+                self._send_depth += 1
+                try:
+                    message.to_io(self._io)
+                    deferred = self._deferred_sends
+                    while deferred:
+                        deferred.pop(0).to_io(self._io)
+                finally:
+                    self._send_depth -= 1
             self._trace("sent", message)
         except (OSError, ValueError) as e:
             self._trace("failed to send", message, e)
             raise OSError("cannot send (already closed?)") from e
+
+    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
+        """Send, or queue behind the frame this thread is writing right now.
+
+        Used by ``Channel.__del__``: garbage collection can run it in the middle of a write
+        by the same thread, where a nested frame would corrupt the stream.
+        """
+        lock = self._sendlock
+        if lock.acquire(False):
+            try:
+                if self._send_depth:
+                    self._deferred_sends.append(Message(msgcode, channelid))
+                    return
+            finally:
+                lock.release()
+        self._send(msgcode, channelid)
 
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         channel.close("execution disallowed")
@@ -1349,7 +1463,9 @@ class WorkerGateway(BaseGateway):
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         if self.execmodel.backend == "main_thread_only":
             # The main thread runs one execution at a time: wait briefly for the previous one,
-            # then refuse rather than queueing behind code that may wait for this one.
+            # then refuse rather than queueing behind code that may wait for this one. The pool
+            # signals idleness after every execution, failing ones included (upstream stopped
+            # accepting work for good after an execution raised).
             if not self._execpool._wait_primary_idle(1.0):
                 channel.close(MAIN_THREAD_ONLY_DEADLOCK_TEXT)
                 return
@@ -1362,6 +1478,8 @@ class WorkerGateway(BaseGateway):
     def _terminate_execution(self) -> None:
         # called from the receiver thread once receiving ended
         eof = self._error is not None
+        # After a terminate message, upstream's 5 s + 10 s grace periods; when the master just
+        # vanished (EOF, corrupt data) nobody waits for results, so give up much sooner.
         first_wait, second_wait = (1.0, 2.0) if eof else (5.0, 10.0)
         self._trace("shutting down execution pool")
         self._execpool.trigger_shutdown()
@@ -1463,6 +1581,14 @@ COMPLEX_FORMAT_SIZE = struct.calcsize(COMPLEX_FORMAT)
 
 DUMPFORMAT_VERSION = b"\x02"
 
+_INT4 = struct.Struct("!i")
+_pack_int4 = _INT4.pack
+_unpack_int4 = _INT4.unpack
+_pack_float = struct.Struct(FLOAT_FORMAT).pack
+_unpack_float = struct.Struct(FLOAT_FORMAT).unpack
+_pack_complex = struct.Struct(COMPLEX_FORMAT).pack
+_unpack_complex = struct.Struct(COMPLEX_FORMAT).unpack
+
 
 def bchr(n: int) -> bytes:
     """The single byte with value ``n``."""
@@ -1528,17 +1654,18 @@ class Unserializer:
         if strconfig:
             self.py2str_as_py3str, self.py3str_as_py2str = strconfig
         self.stream = stream
+        self._read = stream.read
         self.channelfactory = factory
         self.stack: list[Any] = []
 
     def load(self, versioned: bool = False) -> Any:
         """Decode and return the object (reading the version byte first if ``versioned``)."""
+        read = self._read
         if versioned:
-            ver = self.stream.read(1)
+            ver = read(1)
             if ver != DUMPFORMAT_VERSION:
                 raise LoadError("wrong dumpformat version %r" % ver)
         self.stack = []
-        read = self.stream.read
         num2func = self.num2func
         try:
             while True:
@@ -1556,20 +1683,20 @@ class Unserializer:
             return self.stack.pop(0)
 
     def _read_int4(self) -> int:
-        return struct.unpack("!i", self.stream.read(4))[0]  # type: ignore[no-any-return]
+        return _unpack_int4(self._read(4))[0]  # type: ignore[no-any-return]
 
     def _read_byte_string(self) -> bytes:
-        length = self._read_int4()
-        return self.stream.read(length)
+        return self._read(_unpack_int4(self._read(4))[0])
 
     def _load_collection(self, factory: Callable[[list[Any]], Any]) -> None:
-        num = self._read_int4()
+        num = _unpack_int4(self._read(4))[0]
+        stack = self.stack
         if num:
-            items = self.stack[-num:]
-            del self.stack[-num:]
+            items = stack[-num:]
+            del stack[-num:]
         else:
             items = []
-        self.stack.append(factory(items))
+        stack.append(factory(items))
 
     def load_none(self) -> None:
         self.stack.append(None)
@@ -1581,7 +1708,7 @@ class Unserializer:
         self.stack.append(False)
 
     def load_int(self) -> None:
-        self.stack.append(self._read_int4())
+        self.stack.append(_unpack_int4(self._read(4))[0])
 
     def load_longint(self) -> None:
         self.stack.append(int(self._read_byte_string()))
@@ -1590,10 +1717,10 @@ class Unserializer:
     load_longlong = load_longint
 
     def load_float(self) -> None:
-        self.stack.append(struct.unpack(FLOAT_FORMAT, self.stream.read(FLOAT_FORMAT_SIZE))[0])
+        self.stack.append(_unpack_float(self._read(FLOAT_FORMAT_SIZE))[0])
 
     def load_complex(self) -> None:
-        real, imag = struct.unpack(COMPLEX_FORMAT, self.stream.read(COMPLEX_FORMAT_SIZE))
+        real, imag = _unpack_complex(self._read(COMPLEX_FORMAT_SIZE))
         self.stack.append(complex(real, imag))
 
     def load_py2string(self) -> None:
@@ -1615,15 +1742,16 @@ class Unserializer:
         self.stack.append(self._read_byte_string())
 
     def load_newlist(self) -> None:
-        length = self._read_int4()
+        length = _unpack_int4(self._read(4))[0]
         self.stack.append([None] * length)
 
     def load_setitem(self) -> None:
-        if len(self.stack) < 3:
+        stack = self.stack
+        if len(stack) < 3:
             raise LoadError("not enough items for setitem")
-        value = self.stack.pop()
-        key = self.stack.pop()
-        self.stack[-1][key] = value
+        value = stack.pop()
+        key = stack.pop()
+        stack[-1][key] = value
 
     def load_newdict(self) -> None:
         self.stack.append({})
@@ -1638,7 +1766,7 @@ class Unserializer:
         self._load_collection(frozenset)
 
     def load_channel(self) -> None:
-        id = self._read_int4()
+        id = _unpack_int4(self._read(4))[0]
         if self.channelfactory is None:
             raise AssertionError("no channel factory to resolve channel %d" % id)
         self.stack.append(self.channelfactory.new(id))
@@ -1698,76 +1826,72 @@ class _Serializer:
         self._write(opcode.TRUE if boolean else opcode.FALSE)
 
     def save_bytes(self, bytes_: bytes) -> None:
-        self._write(opcode.BYTES)
-        self._write_byte_sequence(bytes_)
+        self._write(opcode.BYTES + self._length(len(bytes_), "string is too long"))
+        self._write(bytes_)
 
     def save_str(self, s: str) -> None:
         try:
             data = s.encode("utf-8")
         except UnicodeEncodeError:
             raise DumpError("strings must be utf-8 encodable") from None
-        self._write(opcode.PY3STRING)
-        self._write_byte_sequence(data)
+        self._write(opcode.PY3STRING + self._length(len(data), "string is too long") + data)
 
-    def _write_byte_sequence(self, bytes_: bytes) -> None:
-        self._write_int4(len(bytes_), "string is too long")
-        self._write(bytes_)
+    @staticmethod
+    def _length(n: int, error: str) -> bytes:
+        if n > FOUR_BYTE_INT_MAX:
+            raise DumpError(error)
+        return _pack_int4(n)
 
-    def _save_integral(self, i: int, short_op: bytes, long_op: bytes) -> None:
+    def save_int(self, i: int) -> None:
         # Ints outside the int4 range use the decimal form. Upstream only checks the upper
         # bound and raises struct.error below -2**31; the decimal form decodes everywhere.
         if _FOUR_BYTE_INT_MIN <= i <= FOUR_BYTE_INT_MAX:
-            self._write(short_op)
-            self._write(struct.pack("!i", i))
+            self._write(opcode.INT + _pack_int4(i))
         else:
-            self._write(long_op)
-            self._write_byte_sequence(str(i).rstrip("L").encode("ascii"))
-
-    def save_int(self, i: int) -> None:
-        self._save_integral(i, opcode.INT, opcode.LONGINT)
+            digits = str(i).encode("ascii")
+            self._write(opcode.LONGINT + self._length(len(digits), "string is too long") + digits)
 
     def save_float(self, flt: float) -> None:
-        self._write(opcode.FLOAT)
-        self._write(struct.pack(FLOAT_FORMAT, flt))
+        self._write(opcode.FLOAT + _pack_float(flt))
 
     def save_complex(self, cpx: complex) -> None:
-        self._write(opcode.COMPLEX)
-        self._write(struct.pack(COMPLEX_FORMAT, cpx.real, cpx.imag))
+        self._write(opcode.COMPLEX + _pack_complex(cpx.real, cpx.imag))
 
     def _write_int4(
         self, i: int, error: str = "int must be less than %i" % FOUR_BYTE_INT_MAX
     ) -> None:
-        if i > FOUR_BYTE_INT_MAX:
-            raise DumpError(error)
-        self._write(struct.pack("!i", i))
+        self._write(self._length(i, error))
 
     def save_list(self, L: list[Any]) -> None:
-        self._write(opcode.NEWLIST)
-        self._write_int4(len(L), "list is too long")
+        write = self._write
+        save = self._save
+        write(opcode.NEWLIST + self._length(len(L), "list is too long"))
         for i, item in enumerate(L):
-            self._write_setitem(i, item)
-
-    def _write_setitem(self, key: object, value: object) -> None:
-        self._save(key)
-        self._save(value)
-        self._write(opcode.SETITEM)
+            # the index is written as INT directly: lists never reach 2**31 items
+            write(opcode.INT + _pack_int4(i))
+            save(item)
+            write(opcode.SETITEM)
 
     def save_dict(self, d: dict[Any, Any]) -> None:
-        self._write(opcode.NEWDICT)
+        write = self._write
+        save = self._save
+        write(opcode.NEWDICT)
         for key, value in d.items():
-            self._write_setitem(key, value)
+            save(key)
+            save(value)
+            write(opcode.SETITEM)
 
     def save_tuple(self, tup: tuple[Any, ...]) -> None:
+        save = self._save
         for item in tup:
-            self._save(item)
-        self._write(opcode.BUILDTUPLE)
-        self._write_int4(len(tup), "tuple is too long")
+            save(item)
+        self._write(opcode.BUILDTUPLE + self._length(len(tup), "tuple is too long"))
 
     def _write_set(self, s: set[Any] | frozenset[Any], op: bytes) -> None:
+        save = self._save
         for item in s:
-            self._save(item)
-        self._write(op)
-        self._write_int4(len(s), "set is too long")
+            save(item)
+        self._write(op + self._length(len(s), "set is too long"))
 
     def save_set(self, s: set[Any]) -> None:
         self._write_set(s, opcode.SET)
@@ -1776,8 +1900,7 @@ class _Serializer:
         self._write_set(s, opcode.FROZENSET)
 
     def save_Channel(self, channel: Channel) -> None:
-        self._write(opcode.CHANNEL)
-        self._write_int4(channel.id)
+        self._write(opcode.CHANNEL + _pack_int4(channel.id))
 
 
 def _load_native_codec() -> Any:
