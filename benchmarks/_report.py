@@ -340,9 +340,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     values = [r[1] for r in rows][::-1]
     goals = [r[2] for r in rows][::-1]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.6))
+    met: dict[str, bool] = {}
+    for t in report.get("targets", []):
+        if t["met"] is not None:
+            met[t["workload"]] = met.get(t["workload"], True) and bool(t["met"])
     colors = [
-        "#2a9d8f" if (g is None and v >= 1) or (g is not None and v >= g) else "#e76f51"
-        for v, g in zip(values, goals, strict=True)
+        {True: "#2a9d8f", False: "#e76f51"}.get(met[n], "#999999") if n in met else "#999999"
+        for n in names
     ]
     ax.barh(names, values, color=colors)
     for i, goal in enumerate(goals):
@@ -350,7 +354,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ax.plot([goal, goal], [i - 0.4, i + 0.4], color="black", linewidth=2)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("speedup over upstream execnet 2.1.2 (>1: ours faster; black tick: goal)")
+    low = min([*values, *(g for g in goals if g)]) / 1.3
+    high = max([*values, *(g for g in goals if g)]) * 1.6
+    ticks = [t for t in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if low <= t <= high]
+    ax.set_xlim(low, high)
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(
+        "speedup over upstream execnet 2.1.2 (>1: ours faster); black tick: goal; "
+        "green: targets met, red: not met"
+    )
     title = f"execnet-rs vs execnet 2.1.2, {report['started']}"
     if report.get("quick"):
         title += " (--quick)"

@@ -57,7 +57,7 @@ class Workload:
     unit: str
     better: str  # "lower" or "higher"
     reps: int
-    argv: Callable[[str, bool], list[str]]
+    argv: Callable[[str], list[str]]
     quick_reps: int = 1
     # xdist workloads are timed from outside; script workloads print their own value.
     wall_clock: bool = False
@@ -76,17 +76,20 @@ class Sample:
     error: str | None = None
 
 
-def _script(script: Path, name: str, full: dict[str, Any], quick: dict[str, Any]) -> Callable:
-    def argv(python: str, is_quick: bool) -> list[str]:
-        params = quick if is_quick else full
+def _script(script: Path, name: str, **params: Any) -> Callable[[str], list[str]]:
+    def argv(python: str) -> list[str]:
         return [python, str(script), name, *(f"{k}={json.dumps(v)}" for k, v in params.items())]
 
     return argv
 
 
-def gateway_workloads() -> list[Workload]:
-    """The execnet workloads and their baselines, in run order."""
+def gateway_workloads(quick: bool) -> list[Workload]:
+    """The execnet workloads and their baselines, in run order; ``quick`` shrinks the sizes."""
     g, b = GATEWAY_SCRIPT, BASELINE_SCRIPT
+    iterations = 2 if quick else 5
+    round_trips = 300 if quick else 5000
+    tuples = 10_000 if quick else 200_000
+    blobs = 10 if quick else 200
     w = [
         Workload(
             "bare_start",
@@ -95,7 +98,7 @@ def gateway_workloads() -> list[Workload]:
             "s",
             "lower",
             5,
-            _script(b, "bare_start", {"iterations": 5}, {"iterations": 2}),
+            _script(b, "bare_start", iterations=iterations),
             baseline=True,
         ),
         Workload(
@@ -105,7 +108,7 @@ def gateway_workloads() -> list[Workload]:
             "s",
             "lower",
             5,
-            _script(g, "popen_start", {"iterations": 5}, {"iterations": 2}),
+            _script(g, "popen_start", iterations=iterations),
         ),
         Workload(
             "pipe_pingpong",
@@ -114,7 +117,7 @@ def gateway_workloads() -> list[Workload]:
             "µs",
             "lower",
             5,
-            _script(b, "pipe_pingpong", {"n": 5000}, {"n": 500}),
+            _script(b, "pipe_pingpong", n=round_trips),
             baseline=True,
         ),
     ]
@@ -127,7 +130,7 @@ def gateway_workloads() -> list[Workload]:
                 "µs",
                 "lower",
                 5,
-                _script(g, "echo", {"model": model, "n": 5000}, {"model": model, "n": 500}),
+                _script(g, "echo", model=model, n=round_trips),
             )
         )
     for direction, text in (
@@ -139,24 +142,22 @@ def gateway_workloads() -> list[Workload]:
             Workload(
                 f"oneway_{direction}",
                 "messages",
-                f"200,000 small tuples one way, {text}",
+                f"{tuples:,} small tuples one way, {text}",
                 "msg/s",
                 "higher",
                 3,
-                _script(
-                    g, "oneway", {"direction": direction}, {"direction": direction, "n": 20000}
-                ),
+                _script(g, "oneway", direction=direction, n=tuples),
             )
         )
     w.append(
         Workload(
             "pipe_throughput",
             "bulk",
-            "200 x 4 MiB through one raw pipe between two Python processes (baseline)",
+            f"{blobs} x 4 MiB through one raw pipe between two Python processes (baseline)",
             "MB/s",
             "higher",
             3,
-            _script(b, "pipe_throughput", {"count": 200}, {"count": 20}),
+            _script(b, "pipe_throughput", count=blobs),
             baseline=True,
         )
     )
@@ -165,11 +166,11 @@ def gateway_workloads() -> list[Workload]:
             Workload(
                 f"bulk_{direction}",
                 "bulk",
-                f"200 x 4 MiB bytes, {text}",
+                f"{blobs} x 4 MiB bytes, {text}",
                 "MB/s",
                 "higher",
                 3,
-                _script(g, "bulk", {"direction": direction}, {"direction": direction, "count": 20}),
+                _script(g, "bulk", direction=direction, count=blobs),
             )
         )
     w += [
@@ -180,7 +181,7 @@ def gateway_workloads() -> list[Workload]:
             "s",
             "lower",
             5,
-            _script(g, "gateways", {"n": 16}, {"n": 16}),
+            _script(g, "gateways", n=16),
         ),
         Workload(
             "gateways16_threads",
@@ -189,7 +190,7 @@ def gateway_workloads() -> list[Workload]:
             "s",
             "lower",
             5,
-            _script(g, "gateways", {"n": 16, "threads": True}, {"n": 16, "threads": True}),
+            _script(g, "gateways", n=16, threads=True),
         ),
         Workload(
             "terminate16",
@@ -198,7 +199,7 @@ def gateway_workloads() -> list[Workload]:
             "ms",
             "lower",
             5,
-            _script(g, "terminate", {"n": 16}, {"n": 16}),
+            _script(g, "terminate", n=16),
         ),
     ]
     return w
@@ -210,7 +211,7 @@ def xdist_workloads(suite_root: Path, quick: bool) -> list[Workload]:
     for suite in xdist_suites.suites(quick):
         for mode, flags in xdist_suites.MODES.items():
 
-            def argv(python: str, is_quick: bool, suite=suite, flags=flags) -> list[str]:
+            def argv(python: str, suite: Any = suite, flags: list[str] = flags) -> list[str]:
                 folder = suite_root / suite.name
                 return [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags, str(folder)]
 
@@ -226,6 +227,8 @@ def xdist_workloads(suite_root: Path, quick: bool) -> list[Workload]:
                     argv,
                     wall_clock=True,
                     cwd=suite_root / suite.name,
+                    # Without xdist no execnet is loaded: a measure of the noise between sides.
+                    baseline=mode == "serial",
                     expect_returncode=1 if suite.failing else 0,
                     expect_summary=suite.expected_summary(),
                 )
@@ -240,19 +243,31 @@ EXTERNAL = {
 }
 
 
-def _kill_group(proc: subprocess.Popen[Any]) -> None:
+@dataclass
+class Finished:
+    """A finished subprocess: exit code (-9 after a timeout), output, wall time."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    # Processes of its session still running after it exited (a gateway outliving its master).
+    leftovers: bool = False
+
+
+def _kill_group(pid: int) -> bool:
+    """SIGKILL the process group ``pid``; True if any process was still in it."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except OSError:
-        pass
+        return False
+    return True
 
 
-def run_process(
-    argv: list[str], timeout: float, cwd: Path, out: Any = None
-) -> tuple[int, str, str, float]:
-    """Run ``argv`` in its own session; returns (returncode, stdout, stderr tail, seconds).
+def run_process(argv: list[str], timeout: float, cwd: Path, out: Any = None) -> Finished:
+    """Run ``argv`` in its own session and kill whatever of that session remains afterwards.
 
-    On timeout the whole process group is killed (gateways included) and -9 is returned.
+    On timeout (or Ctrl-C) the whole process group, gateways included, is killed.
     """
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -268,43 +283,54 @@ def run_process(
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        _kill_group(proc.pid)
         stdout, stderr = proc.communicate()
         stderr = f"timed out after {timeout:.0f} s\n{stderr or ''}"
-        return -9, stdout or "", stderr[-3000:], time.perf_counter() - t0
+        return Finished(-9, stdout or "", stderr[-3000:], time.perf_counter() - t0)
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
     elapsed = time.perf_counter() - t0
-    # Leftover children (a gateway that outlived its master) must not load later measurements.
-    _kill_group(proc)
-    return proc.returncode, stdout or "", (stderr or "")[-3000:], elapsed
+    leftovers = _kill_group(proc.pid)
+    return Finished(proc.returncode, stdout or "", (stderr or "")[-3000:], elapsed, leftovers)
 
 
-def measure(workload: Workload, python: str, quick: bool, cwd: Path, timeout: float) -> Sample:
+def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sample:
     """One measurement of ``workload`` in a fresh process of ``python``."""
-    argv = workload.argv(python, quick)
+    argv = workload.argv(python)
     cwd = workload.cwd or cwd
     if workload.wall_clock:
         with tempfile.TemporaryFile("w+") as out:
-            code, _, err, seconds = run_process(argv, timeout, cwd, out)
+            done = run_process(argv, timeout, cwd, out)
             out.seek(0)
             lines = out.read().strip().splitlines()
         last = lines[-1] if lines else ""
-        correct = code == workload.expect_returncode and (
+        correct = done.returncode == workload.expect_returncode and (
             workload.expect_summary is None or workload.expect_summary in last
         )
+        detail: dict[str, Any] = {"summary": last, "leftovers": done.leftovers}
         error = None
-        if code == -9 or not correct:
-            error = f"exit {code}; last line: {last!r}; stderr: {err.strip()[-500:]}"
-        return Sample(seconds if code != -9 else None, correct, seconds, {"summary": last}, error)
-    code, stdout, err, seconds = run_process(argv, timeout, cwd)
-    if code != 0:
-        return Sample(None, False, seconds, {}, f"exit {code}: {err.strip()[-1500:]}")
+        if not correct:
+            error = (
+                f"exit {done.returncode}; last line: {last!r}; stderr: {done.stderr.strip()[-500:]}"
+            )
+        value = None if done.returncode == -9 else done.seconds
+        return Sample(value, correct, done.seconds, detail, error)
+    done = run_process(argv, timeout, cwd)
+    if done.returncode != 0:
+        error = f"exit {done.returncode}: {done.stderr.strip()[-1500:]}"
+        return Sample(None, False, done.seconds, {}, error)
     try:
-        data = json.loads(stdout.strip().splitlines()[-1])
+        data = json.loads(done.stdout.strip().splitlines()[-1])
         value = float(data["value"])
+        detail = dict(data.get("detail", {}))
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Sample(None, False, seconds, {}, f"unreadable output ({exc}): {stdout[-500:]!r}")
+        error = f"unreadable output ({exc}): {done.stdout[-500:]!r}"
+        return Sample(None, False, done.seconds, {}, error)
+    detail["leftovers"] = done.leftovers
     correct = bool(data.get("correct"))
-    return Sample(value, correct, seconds, data.get("detail", {}), None if correct else "incorrect")
+    return Sample(value, correct, done.seconds, detail, None if correct else "incorrect")
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
@@ -314,6 +340,8 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
         "correct": bool(samples) and all(s.correct for s in samples),
         "errors": [s.error for s in samples if s.error],
         "details": [s.detail for s in samples],
+        "wall_s": round(sum(s.seconds for s in samples), 2),
+        "leftovers": sum(bool(s.detail.get("leftovers")) for s in samples),
     }
     if values:
         summary.update(median=statistics.median(values), min=min(values), max=max(values))
@@ -374,51 +402,64 @@ class Runner:
             "s",
             "lower",
             1,
-            _script(GATEWAY_SCRIPT, "popen_start", {"iterations": 1}, {"iterations": 1}),
+            _script(GATEWAY_SCRIPT, "popen_start", iterations=1),
         )
         for side in SIDES:
-            sample = measure(warm, pythons[side], self.quick, cwd, self.timeout)
+            sample = measure(warm, pythons[side], cwd, self.timeout)
             if sample.error:
                 self.log(f"warm-up failed on {side}: {sample.error}")
 
     def run_workloads(self, workloads: list[Workload], pythons: dict[str, str], cwd: Path) -> None:
         for workload in workloads:
             samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
-            failed: set[str] = set()
-            n = self.reps(workload)
-            for rep in range(n):
-                for side in SIDES:
-                    self.count += 1
-                    if side in failed:
-                        continue
-                    sample = measure(workload, pythons[side], self.quick, cwd, self.timeout)
-                    samples[side].append(sample)
-                    shown = "-" if sample.value is None else _report.fmt(sample.value)
-                    self.log(
-                        f"[{self.count}/{self.total}] {workload.name} {side} {rep + 1}/{n}: "
-                        f"{shown} {workload.unit} ({sample.seconds:.1f} s)"
-                        + (
-                            f"  ERROR {sample.error.splitlines()[0] if sample.error else ''}"
-                            if sample.error
-                            else ""
-                        )
-                    )
-                    if sample.error:
-                        # A broken side would fail (or time out) on every repetition.
-                        failed.add(side)
-            entry: dict[str, Any] = {
-                "section": workload.section,
-                "description": workload.description,
-                "unit": workload.unit,
-                "better": workload.better,
-                "baseline": workload.baseline,
-                "reps": n,
-            }
+            try:
+                self._repeat(workload, pythons, cwd, samples)
+            finally:
+                self._store(workload, samples)
+
+    def _repeat(
+        self,
+        workload: Workload,
+        pythons: dict[str, str],
+        cwd: Path,
+        samples: dict[str, list[Sample]],
+    ) -> None:
+        """The sides take turns: upstream, ours, upstream, ours, ..."""
+        failed: set[str] = set()
+        n = self.reps(workload)
+        for rep in range(n):
             for side in SIDES:
-                entry[side] = summarize(samples[side])
-            up, ours = entry["upstream"].get("median"), entry["ours"].get("median")
-            entry["ratio"] = ours / up if up and ours is not None else None
-            self.results[workload.name] = entry
+                self.count += 1
+                if side in failed:
+                    continue
+                sample = measure(workload, pythons[side], cwd, self.timeout)
+                samples[side].append(sample)
+                shown = "-" if sample.value is None else _report.fmt(sample.value)
+                error = f"  ERROR {sample.error.splitlines()[0]}" if sample.error else ""
+                self.log(
+                    f"[{self.count}/{self.total}] {workload.name} {side} {rep + 1}/{n}: "
+                    f"{shown} {workload.unit} ({sample.seconds:.1f} s){error}"
+                )
+                if sample.error:
+                    # A broken side would fail (or time out) on every repetition.
+                    failed.add(side)
+
+    def _store(self, workload: Workload, samples: dict[str, list[Sample]]) -> None:
+        if not any(samples.values()):
+            return
+        entry: dict[str, Any] = {
+            "section": workload.section,
+            "description": workload.description,
+            "unit": workload.unit,
+            "better": workload.better,
+            "baseline": workload.baseline,
+            "reps": max(len(v) for v in samples.values()),
+        }
+        for side in SIDES:
+            entry[side] = summarize(samples[side])
+        up, ours = entry["upstream"].get("median"), entry["ours"].get("median")
+        entry["ratio"] = ours / up if up and ours is not None else None
+        self.results[workload.name] = entry
 
     def run_xdist(self, workloads: list[Workload], pythons: dict[str, str], root: Path) -> None:
         serial = {w.name: w for w in xdist_workloads(root, self.quick)}
@@ -426,12 +467,12 @@ class Runner:
             if not any(w.name.startswith(f"xdist_{suite.name}_") for w in workloads):
                 continue
             suite.write(root)
-            # The first run writes the assertion-rewritten bytecode that later runs share.
-            for side in SIDES:
+            # The first run writes the assertion-rewritten bytecode that later runs share (the
+            # cache tag names only the Python and pytest versions, which both sides have).
+            for side in SIDES[:1] if self.quick else SIDES:
                 warm = measure(
                     serial[f"xdist_{suite.name}_serial"],
                     pythons[side],
-                    self.quick,
                     root,
                     self.timeout,
                 )
@@ -441,7 +482,8 @@ class Runner:
                 )
         self.run_workloads(workloads, pythons, root)
 
-    def run_external(self, names: list[str], ours: str, cwd: Path) -> dict[str, Any]:
+    def run_external(self, names: list[str], ours: str) -> dict[str, Any]:
+        """Run the other ``bench_*.py`` scripts (they compare both sides themselves)."""
         external: dict[str, Any] = {}
         for name in names:
             script = HERE / EXTERNAL[name]
@@ -449,23 +491,23 @@ class Runner:
                 out = Path(tmp) / "result.json"
                 argv = [ours, str(script), "--json", str(out)] + (["--quick"] if self.quick else [])
                 self.log(f"{name}: {' '.join(argv)}")
-                code, stdout, err, seconds = run_process(argv, self.timeout, cwd)
+                # They build their own side folders, so they get more time than one measurement.
+                done = run_process(argv, max(self.timeout, 1800.0), _side.REPO)
                 entry: dict[str, Any] = {
                     "script": script.name,
                     "argv": argv[1:],
-                    "seconds": seconds,
+                    "seconds": round(done.seconds, 1),
                 }
-                if code == 0 and out.exists():
+                if done.returncode == 0 and out.exists():
                     try:
                         entry["result"] = json.loads(out.read_text())
                     except ValueError as exc:
                         entry["error"] = f"unreadable JSON: {exc}"
                 else:
-                    entry["error"] = f"exit {code}: {err.strip()[-1500:]}"
-                entry["markdown"] = stdout[-20000:]
-            self.log(
-                f"{name}: {'ok' if 'result' in entry else entry['error'][:200]} ({seconds:.1f} s)"
-            )
+                    entry["error"] = f"exit {done.returncode}: {done.stderr.strip()[-1500:]}"
+                entry["stdout"] = done.stdout[-20000:]
+            state = "ok" if "result" in entry else entry["error"][:200]
+            self.log(f"{name}: {state} ({done.seconds:.1f} s)")
             external[name] = entry
         return external
 
@@ -516,7 +558,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     runner = Runner(args)
     suite_root = _side.SIDE / ("bench-suites-quick" if args.quick else "bench-suites")
-    all_workloads = gateway_workloads() + xdist_workloads(suite_root, args.quick)
+    all_workloads = gateway_workloads(args.quick) + xdist_workloads(suite_root, args.quick)
     externals = [n for n, f in EXTERNAL.items() if (HERE / f).exists()]
     if args.list:
         for w in all_workloads:
@@ -562,14 +604,22 @@ def main(argv: list[str]) -> int:
     runner.total = sum(runner.reps(w) * len(SIDES) for w in selected)
     started = time.time()
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="execnet-bench-") as tmp:
-        cwd = Path(tmp)
-        if gateway_sel:
-            runner.warm_up(pythons, cwd)
-            runner.run_workloads(gateway_sel, pythons, cwd)
-        if xdist_sel:
-            runner.run_xdist(xdist_sel, pythons, suite_root)
-        external = runner.run_external(externals, pythons["ours"], cwd)
+    external: dict[str, Any] = {}
+    interrupted = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="execnet-bench-") as tmp:
+            cwd = Path(tmp)
+            if gateway_sel:
+                runner.warm_up(pythons, cwd)
+                runner.run_workloads(gateway_sel, pythons, cwd)
+            if xdist_sel:
+                runner.run_xdist(xdist_sel, pythons, suite_root)
+            external = runner.run_external(externals, pythons["ours"])
+    except KeyboardInterrupt:
+        # What was measured so far is still worth a report.
+        interrupted = True
+        warnings.append("interrupted: the results are incomplete")
+        runner.log("interrupted")
 
     report: dict[str, Any] = {
         "command": "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv),
@@ -578,6 +628,7 @@ def main(argv: list[str]) -> int:
         "machine": machine(),
         "loadavg": {"before": load_before, "after": os.getloadavg()},
         "quick": args.quick,
+        "interrupted": interrupted,
         "sides": sides,
         "warnings": warnings,
         "results": runner.results,
@@ -596,7 +647,7 @@ def main(argv: list[str]) -> int:
     if plot_path and _side.ensure_matplotlib(runner.log):
         _report.plot(report, plot_path)
         runner.log(f"plot written to {plot_path}")
-    if args.write_docs:
+    if args.write_docs and not interrupted:
         docs = _side.REPO / "docs" / "benchmarks.md"
         _report.write_docs(report, docs, plot_path)
         runner.log(f"{docs} updated")

@@ -102,11 +102,12 @@ def pipe_throughput(count: int = 200, size: int = 4 << 20) -> Result:
     buf = bytearray(1 << 20)
     with proc.stdout:
         # The clock starts at the first byte so that the child's start-up is not counted.
-        first = proc.stdout.readinto(buf) or 0
+        fd = proc.stdout.fileno()
+        first = os.readv(fd, [buf])
         total = 0
         t0 = time.perf_counter()
         while True:
-            got = proc.stdout.readinto(buf)
+            got = os.readv(fd, [buf])
             if not got:
                 break
             total += got
@@ -123,10 +124,10 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
 
 
 def main(argv: list[str]) -> int:
-    name, params = argv[0], {}
+    name, params = argv[0], dict[str, Any]()
     for arg in argv[1:]:
-        key, _, value = arg.partition("=")
-        params[key] = json.loads(value)
+        key, _, text = arg.partition("=")
+        params[key] = json.loads(text)
     value, correct, detail = WORKLOADS[name](**params)
     print(json.dumps({"value": value, "correct": bool(correct), "detail": detail}))
     return 0

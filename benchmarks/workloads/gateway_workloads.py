@@ -287,10 +287,10 @@ def _parse(value: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    name, params = argv[0], {}
+    name, params = argv[0], dict[str, Any]()
     for arg in argv[1:]:
-        key, _, value = arg.partition("=")
-        params[key] = _parse(value)
+        key, _, text = arg.partition("=")
+        params[key] = _parse(text)
     value, correct, detail = WORKLOADS[name](**params)
     detail["execnet_version"] = getattr(execnet, "__version__", "?")
     detail["execnet_file"] = execnet.__file__
