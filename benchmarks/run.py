@@ -264,36 +264,41 @@ def _kill_group(pid: int) -> bool:
     return True
 
 
-def run_process(argv: list[str], timeout: float, cwd: Path, out: Any = None) -> Finished:
+def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
     """Run ``argv`` in its own session and kill whatever of that session remains afterwards.
 
-    On timeout (or Ctrl-C) the whole process group, gateways included, is killed.
+    Output goes to files, not pipes, so a leftover process that inherited them cannot keep the
+    runner waiting. On timeout (or Ctrl-C) the whole process group, gateways included, is killed.
     """
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        argv,
-        stdout=out if out is not None else subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        cwd=str(cwd),
-        env=_side.clean_env(),
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        stdout, stderr = proc.communicate()
-        stderr = f"timed out after {timeout:.0f} s\n{stderr or ''}"
-        return Finished(-9, stdout or "", stderr[-3000:], time.perf_counter() - t0)
-    except BaseException:
-        _kill_group(proc.pid)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=str(cwd),
+            env=_side.clean_env(),
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = -9
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        elapsed = time.perf_counter() - t0
+        leftovers = _kill_group(proc.pid)
         proc.wait()
-        raise
-    elapsed = time.perf_counter() - t0
-    leftovers = _kill_group(proc.pid)
-    return Finished(proc.returncode, stdout or "", (stderr or "")[-3000:], elapsed, leftovers)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()[-3000:]
+    if code == -9:
+        stderr = f"timed out after {timeout:.0f} s\n{stderr}"
+        leftovers = False
+    return Finished(code, stdout, stderr, elapsed, leftovers)
 
 
 def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sample:
@@ -301,10 +306,8 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
     argv = workload.argv(python)
     cwd = workload.cwd or cwd
     if workload.wall_clock:
-        with tempfile.TemporaryFile("w+") as out:
-            done = run_process(argv, timeout, cwd, out)
-            out.seek(0)
-            lines = out.read().strip().splitlines()
+        done = run_process(argv, timeout, cwd)
+        lines = done.stdout.strip().splitlines()
         last = lines[-1] if lines else ""
         correct = done.returncode == workload.expect_returncode and (
             workload.expect_summary is None or workload.expect_summary in last
