@@ -286,6 +286,9 @@ def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
         return []
     lines = [f"{level} Other benchmark scripts", ""]
     for entry in external.values():
+        if "skipped" in entry:
+            lines += [f"### `benchmarks/{entry['script']}`: skipped ({entry['skipped']})", ""]
+            continue
         lines.append(f"### `benchmarks/{entry['script']}` ({entry['seconds']:.0f} s)")
         lines.append("")
         if "error" in entry:

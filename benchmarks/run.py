@@ -318,8 +318,8 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
             error = (
                 f"exit {done.returncode}; last line: {last!r}; stderr: {done.stderr.strip()[-500:]}"
             )
-        value = None if done.returncode == -9 else done.seconds
-        return Sample(value, correct, done.seconds, detail, error)
+        # A run that did not produce the expected outcome measured something else.
+        return Sample(done.seconds if correct else None, correct, done.seconds, detail, error)
     done = run_process(argv, timeout, cwd)
     if done.returncode != 0:
         error = f"exit {done.returncode}: {done.stderr.strip()[-1500:]}"
@@ -332,8 +332,10 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
         error = f"unreadable output ({exc}): {done.stdout[-500:]!r}"
         return Sample(None, False, done.seconds, {}, error)
     detail["leftovers"] = done.leftovers
-    correct = bool(data.get("correct"))
-    return Sample(value, correct, done.seconds, detail, None if correct else "incorrect")
+    if not data.get("correct"):
+        detail["value_when_incorrect"] = value
+        return Sample(None, False, done.seconds, detail, "incorrect result")
+    return Sample(value, True, done.seconds, detail)
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
@@ -490,9 +492,17 @@ class Runner:
         external: dict[str, Any] = {}
         for name in names:
             script = HERE / EXTERNAL[name]
+            quick_flag: list[str] = []
+            if self.quick:
+                usage = run_process([ours, str(script), "--help"], 60.0, _side.REPO).stdout
+                if "--quick" not in usage:
+                    external[name] = {"script": script.name, "skipped": "no --quick option"}
+                    self.log(f"{name}: skipped under --quick (the script has no --quick)")
+                    continue
+                quick_flag = ["--quick"]
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "result.json"
-                argv = [ours, str(script), "--json", str(out)] + (["--quick"] if self.quick else [])
+                argv = [ours, str(script), "--json", str(out), *quick_flag]
                 self.log(f"{name}: {' '.join(argv)}")
                 # They build their own side folders, so they get more time than one measurement.
                 done = run_process(argv, max(self.timeout, 1800.0), _side.REPO)

@@ -188,6 +188,51 @@ def test_measure_reports_bad_output(tmp_path: Path) -> None:
     assert sample.value is None and sample.error and sample.error.startswith("exit 3")
 
 
+def test_incorrect_results_do_not_count(tmp_path: Path) -> None:
+    code = "import json; print(json.dumps({'value': 0.001, 'correct': False, 'detail': {}}))"
+    wrong = run.Workload("wrong", "x", "d", "s", "lower", 1, lambda py: [py, "-c", code])
+    sample = run.measure(wrong, sys.executable, tmp_path, timeout=60.0)
+    assert sample.value is None and sample.error == "incorrect result"
+    assert sample.detail["value_when_incorrect"] == 0.001
+    summary = run.summarize([sample])
+    assert "median" not in summary and summary["correct"] is False
+
+
+FAKE_BENCH = """
+import argparse, json
+p = argparse.ArgumentParser()
+p.add_argument("--json")
+p.add_argument("--quick", action="store_true")
+a = p.parse_args()
+json.dump({"dumps": {"ratio": 0.25 if a.quick else 0.5}, "note": "x"}, open(a.json, "w"))
+print("| table |")
+"""
+
+
+def test_external_scripts_are_run_with_json_and_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bench_fake.py").write_text(FAKE_BENCH)
+    (tmp_path / "bench_noquick.py").write_text(
+        FAKE_BENCH.replace('p.add_argument("--quick", action="store_true")', "").replace(
+            "a.quick", "False"
+        )
+    )
+    monkeypatch.setattr(run, "HERE", tmp_path)
+    monkeypatch.setattr(
+        run, "EXTERNAL", {"ext_fake": "bench_fake.py", "ext_noquick": "bench_noquick.py"}
+    )
+    args = run.parse_args(["--quick"])
+    external = run.Runner(args).run_external(["ext_fake", "ext_noquick"], sys.executable)
+    assert external["ext_fake"]["result"] == {"dumps": {"ratio": 0.25}, "note": "x"}
+    assert external["ext_fake"]["argv"][-1] == "--quick"
+    assert external["ext_noquick"] == {"script": "bench_noquick.py", "skipped": "no --quick option"}
+    text = "\n".join(_report.external_section({"external": external}))
+    assert "| `dumps.ratio` | 0.25 |" in text and "skipped (no --quick option)" in text
+    full = run.Runner(run.parse_args([])).run_external(["ext_noquick"], sys.executable)
+    assert full["ext_noquick"]["result"]["dumps"]["ratio"] == 0.5
+
+
 @pytest.mark.parametrize("name", ["fail", "single"])
 def test_generated_suites_have_the_stated_outcome(tmp_path: Path, name: str) -> None:
     pytest.importorskip("pytest")
