@@ -8,6 +8,9 @@ Usage::
     python benchmarks/run.py --json out.json --markdown out.md --plot out.png
     python benchmarks/run.py --write-docs    # refresh docs/benchmarks.md and the ratio plot
 
+The exit status is 1 when a measurement failed or gave an incorrect result on either side (or
+the run was interrupted), 0 otherwise; timings never change it.
+
 Every measurement runs in a fresh subprocess of one side's interpreter, and the two sides take
 turns (upstream, ours, upstream, ours, ...), so that load changes on a shared machine hit both.
 Each side's median, min and max are reported with the ratio ours/upstream of the medians; times
@@ -594,10 +597,13 @@ def main(argv: list[str]) -> int:
         return 2
 
     _side.SIDE.mkdir(exist_ok=True)
-    pythons = {
-        "upstream": _interpreter(args.upstream_python) or _side.ensure_upstream(runner.log),
-        "ours": _interpreter(args.ours_python) or _side.ensure_ours(runner.log),
-    }
+    try:
+        pythons = {
+            "upstream": _interpreter(args.upstream_python) or _side.ensure_upstream(runner.log),
+            "ours": _interpreter(args.ours_python) or _side.ensure_ours(runner.log),
+        }
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"could not set up a side environment: {exc}")
     sides = {side: _side.describe(python) for side, python in pythons.items()}
     warnings = []
     if not _side.is_ours(sides["ours"]):
@@ -664,7 +670,16 @@ def main(argv: list[str]) -> int:
         docs = _side.REPO / "docs" / "benchmarks.md"
         _report.write_docs(report, docs, plot_path)
         runner.log(f"{docs} updated")
-    return 0
+    # Timings never decide the exit status; a failed or incorrect measurement does.
+    broken = [
+        f"{name} ({side})"
+        for name, entry in runner.results.items()
+        for side in SIDES
+        if entry[side]["errors"]
+    ] + [name for name, entry in external.items() if "error" in entry]
+    if broken:
+        runner.log(f"{len(broken)} measurement(s) failed or were incorrect: {', '.join(broken)}")
+    return 1 if broken or interrupted else 0
 
 
 if __name__ == "__main__":

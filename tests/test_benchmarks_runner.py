@@ -269,7 +269,7 @@ def test_generated_suites_have_the_stated_outcome(tmp_path: Path, name: str) -> 
 
 
 def _run_cli(
-    args: list[str], tmp_path: Path
+    args: list[str], tmp_path: Path, status: int = 0
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = tmp_path / "report.json"
     proc = subprocess.run(
@@ -287,7 +287,7 @@ def _run_cli(
         timeout=600,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == status, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
 
@@ -308,6 +308,7 @@ def test_cli_alternates_sides_and_survives_a_broken_side(tmp_path: Path) -> None
             str(broken),
         ],
         tmp_path,
+        status=1,
     )
     assert set(report["results"]) == {"bare_start", "pipe_pingpong", "pipe_throughput"}
     for entry in report["results"].values():
@@ -320,6 +321,7 @@ def test_cli_alternates_sides_and_survives_a_broken_side(tmp_path: Path) -> None
     sides = [ln.split()[2] for ln in lines if ln.split()[1] == "bare_start"]
     assert sides == ["upstream", "ours", "upstream"]
     assert "| `pipe_pingpong`" in (tmp_path / "r.md").read_text()
+    assert "3 measurement(s) failed or were incorrect" in proc.stderr
 
 
 def test_cli_only_rejects_unknown_names(tmp_path: Path) -> None:
