@@ -1,7 +1,8 @@
 """Targets, markdown, plot and docs for ``benchmarks/run.py`` results.
 
 A report is the dict that ``run.py`` writes as JSON; everything here reads only that dict, so a
-saved JSON file can be rendered again (``python benchmarks/_report.py results.json``).
+saved JSON file can be rendered again (``python benchmarks/_report.py results.json
+[--write-docs]``).
 """
 
 from __future__ import annotations
@@ -164,10 +165,14 @@ def fmt(value: float | None) -> str:
 def _cell(summary: dict[str, Any]) -> str:
     if "median" not in summary:
         errors = summary.get("errors") or ["no sample"]
-        return "error: " + str(errors[0]).splitlines()[0][:60].replace("|", "/")
-    text = f"{fmt(summary['median'])} ({fmt(summary['min'])}–{fmt(summary['max'])})"
+        return "error: " + str(errors[0]).splitlines()[0][:100].replace("|", "/")
+    text = fmt(summary["median"])
+    if len(summary.get("samples", ())) > 1:
+        text += f" ({fmt(summary['min'])}–{fmt(summary['max'])})"
     if not summary.get("correct"):
         text += " **incorrect**"
+    if summary.get("leftovers"):
+        text += f" ({summary['leftovers']} run(s) left processes behind)"
     return text
 
 
@@ -181,7 +186,11 @@ def _ratio(entry: dict[str, Any]) -> str:
 
 def _side_label(side: dict[str, Any]) -> str:
     version = side.get("execnet_version") or side.get("execnet_error") or side.get("error")
-    return f"execnet {version} (`{side.get('python')}`)"
+    python = str(side.get("python"))
+    repo = str(Path(__file__).resolve().parent.parent) + "/"
+    if python.startswith(repo):
+        python = python[len(repo) :]
+    return f"execnet {version} (`{python}`)"
 
 
 def _table(report: dict[str, Any], names: list[str]) -> list[str]:
@@ -364,8 +373,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel(
-        "speedup over upstream execnet 2.1.2 (>1: ours faster); black tick: goal; "
-        "green: targets met, red: not met"
+        "speedup over execnet 2.1.2 (>1: ours faster); tick: goal; green/red: targets met/not met",
+        fontsize=9,
     )
     title = f"execnet-rs vs execnet 2.1.2, {report['started']}"
     if report.get("quick"):
@@ -380,14 +389,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def docs_region(report: dict[str, Any], plot_path: Path | None) -> str:
     lines = [DOCS_BEGIN, ""] + header(report) + [""]
-    lines += [
-        "Reproduce: build the extension (`pip install --no-build-isolation -e .`), then run the "
-        "command above from the repository root. The runner creates `.side/bench-upstream` "
-        "(execnet 2.1.2, pytest 8.4.2, pytest-xdist 3.8.0) and `.side/bench-ours` (the same "
-        "packages with this repository's `python/` as `execnet`) on first use. `--quick` is "
-        "a smoke run; `--only NAME` selects workloads (`--list` names them).",
-        "",
-    ]
     if plot_path is not None and plot_path.exists():
         lines += [f"![speedups over upstream]({plot_path.name})", ""]
     lines += gateway_section(report) + xdist_section(report)
@@ -410,8 +411,14 @@ def write_docs(report: dict[str, Any], path: Path, plot_path: Path | None) -> No
 
 
 def main(argv: list[str]) -> int:
+    """``python benchmarks/_report.py REPORT.json [--write-docs]``: render a saved report."""
     report = json.loads(Path(argv[0]).read_text())
     print(markdown(report))
+    if "--write-docs" in argv[1:]:
+        docs = Path(__file__).resolve().parent.parent / "docs"
+        png = docs / "benchmarks-ratios.png"
+        plot(report, png)
+        write_docs(report, docs / "benchmarks.md", png)
     return 0
 
 
