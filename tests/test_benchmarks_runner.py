@@ -235,7 +235,6 @@ def test_external_scripts_are_run_with_json_and_quick(
 
 @pytest.mark.parametrize("name", ["fail", "single"])
 def test_generated_suites_have_the_stated_outcome(tmp_path: Path, name: str) -> None:
-    pytest.importorskip("pytest")
     (suite,) = [s for s in xdist_suites.suites(quick=True) if s.name == name]
     folder = suite.write(tmp_path)
     workload = [w for w in run.xdist_workloads(tmp_path, True) if w.name == f"xdist_{name}_serial"][
