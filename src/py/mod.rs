@@ -3,10 +3,15 @@
 
 use pyo3::prelude::*;
 
+pub mod codec;
+
 /// The private extension module `execnet._core`.
 #[pymodule(gil_used = false)]
 pub mod _core {
     use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::codec::{dumps, dumps_internal, loads, loads_internal, scan_payload};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
