@@ -156,8 +156,15 @@ def stale_native_module() -> str | None:
 
 
 def ensure_ours(log: Log) -> str:
-    """Create or reuse ``.side/bench-ours`` (this repository's execnet, pytest, pytest-xdist)."""
+    """Create or reuse ``.side/bench-ours`` (this repository's execnet, pytest, pytest-xdist).
+
+    Without a built extension in ``python/execnet`` the current interpreter is used instead if
+    it imports this package (a non-editable install, as in CI).
+    """
     if native_module() is None:
+        if is_ours(describe(sys.executable)):
+            log(f"execnet._core is not built in python/execnet: using {sys.executable}")
+            return sys.executable
         raise SystemExit(
             "execnet._core is not built in python/execnet: run "
             "`pip install --no-build-isolation -e .` in a venv first, or pass --ours-python"

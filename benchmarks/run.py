@@ -615,6 +615,10 @@ def main(argv: list[str]) -> int:
         warnings.append("the 'upstream' side does not import execnet 2.1.2")
     if not args.ours_python and (stale := _side.stale_native_module()):
         warnings.append(stale)
+    missing = [side for side, info in sides.items() if not info.get("xdist_version")]
+    if missing and any(w.wall_clock for w in selected):
+        selected = [w for w in selected if not w.wall_clock]
+        warnings.append(f"pytest-xdist is not importable on {' and '.join(missing)}: no xdist runs")
     for text in warnings:
         runner.log("WARNING: " + text)
 
