@@ -303,8 +303,12 @@ def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
         if "error" in entry:
             lines += ["```", entry["error"][:2000], "```", ""]
             continue
+        # The scripts print their own markdown tables; that is their report.
+        table = [ln for ln in entry.get("stdout", "").splitlines() if ln.strip()]
         ratios = [(k, v) for k, v in _flatten(entry["result"]) if "ratio" in k.lower()]
-        if ratios:
+        if table:
+            lines += table
+        elif ratios:
             lines += ["| key | value |", "|---|---|"]
             lines += [
                 f"| `{k}` | {fmt(v) if isinstance(v, int | float) else v} |" for k, v in ratios

@@ -244,6 +244,8 @@ EXTERNAL = {
     "ext_rsync": "bench_rsync.py",
     "ext_mux": "bench_mux.py",
 }
+# How each script spells a smoke run, tried in order against its --help text.
+QUICK_FLAGS = (["--quick"], ["--fast"], ["--rounds", "1"])
 
 
 @dataclass
@@ -498,11 +500,12 @@ class Runner:
             quick_flag: list[str] = []
             if self.quick:
                 usage = run_process([ours, str(script), "--help"], 60.0, _side.REPO).stdout
-                if "--quick" not in usage:
-                    external[name] = {"script": script.name, "skipped": "no --quick option"}
-                    self.log(f"{name}: skipped under --quick (the script has no --quick)")
+                found = [flags for flags in QUICK_FLAGS if flags[0] in usage]
+                if not found:
+                    external[name] = {"script": script.name, "skipped": "no smoke-run option"}
+                    self.log(f"{name}: skipped under --quick (the script has no smoke-run option)")
                     continue
-                quick_flag = ["--quick"]
+                quick_flag = found[0]
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "result.json"
                 argv = [ours, str(script), "--json", str(out), *quick_flag]

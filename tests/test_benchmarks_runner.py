@@ -218,17 +218,37 @@ def test_external_scripts_are_run_with_json_and_quick(
             "a.quick", "False"
         )
     )
+    (tmp_path / "bench_fast.py").write_text(
+        FAKE_BENCH.replace('"--quick"', '"--fast"').replace("a.quick", "a.fast")
+    )
     monkeypatch.setattr(run, "HERE", tmp_path)
     monkeypatch.setattr(
-        run, "EXTERNAL", {"ext_fake": "bench_fake.py", "ext_noquick": "bench_noquick.py"}
+        run,
+        "EXTERNAL",
+        {
+            "ext_fake": "bench_fake.py",
+            "ext_noquick": "bench_noquick.py",
+            "ext_fast": "bench_fast.py",
+        },
     )
     args = run.parse_args(["--quick"])
-    external = run.Runner(args).run_external(["ext_fake", "ext_noquick"], sys.executable)
+    external = run.Runner(args).run_external(
+        ["ext_fake", "ext_noquick", "ext_fast"], sys.executable
+    )
     assert external["ext_fake"]["result"] == {"dumps": {"ratio": 0.25}, "note": "x"}
     assert external["ext_fake"]["argv"][-1] == "--quick"
-    assert external["ext_noquick"] == {"script": "bench_noquick.py", "skipped": "no --quick option"}
+    assert external["ext_fast"]["argv"][-1] == "--fast"
+    assert external["ext_fast"]["result"]["dumps"]["ratio"] == 0.25
+    del external["ext_fast"]
+    assert external["ext_noquick"] == {
+        "script": "bench_noquick.py",
+        "skipped": "no smoke-run option",
+    }
     text = "\n".join(_report.external_section({"external": external}))
-    assert "| `dumps.ratio` | 0.25 |" in text and "skipped (no --quick option)" in text
+    assert "| table |" in text and "skipped (no smoke-run option)" in text
+    del external["ext_fake"]["stdout"]
+    text = "\n".join(_report.external_section({"external": external}))
+    assert "| `dumps.ratio` | 0.25 |" in text
     full = run.Runner(run.parse_args([])).run_external(["ext_noquick"], sys.executable)
     assert full["ext_noquick"]["result"]["dumps"]["ratio"] == 0.5
 
