@@ -3,10 +3,15 @@
 
 use pyo3::prelude::*;
 
+pub mod rsync;
+
 /// The private extension module `execnet._core`.
 #[pymodule(gil_used = false)]
 pub mod _core {
     use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::rsync::{md5_file, md5_files, walk_tree};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
