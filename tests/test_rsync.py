@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -550,3 +551,146 @@ def test_walk_unreadable_directory(tmp_path: Path) -> None:
             _core.walk_tree(str(tmp_path))
     finally:
         os.chmod(locked, 0o755)
+
+
+# -- side by side with upstream execnet 2.1.2 --------------------------------------------------
+
+UPSTREAM = Path(__file__).resolve().parent.parent / ".side" / "upstream-2.1.2"
+
+# Runs in a fresh interpreter with either implementation importable as ``execnet``: records every
+# item the master sends on, and receives from, RSync channels over two syncs of the tree.
+TRACE = r"""
+import os, sys
+import execnet
+from execnet.gateway_base import Channel
+
+root = sys.argv[1]
+log = []
+orig_send, orig_setcallback = Channel.send, Channel.setcallback
+
+def send(self, item):
+    log.append(("M>R", item))
+    return orig_send(self, item)
+
+def setcallback(self, callback, endmarker=None):
+    def wrapped(item):
+        log.append(("R>M", item))
+        return callback(item)
+    return orig_setcallback(self, wrapped, endmarker=endmarker)
+
+Channel.send, Channel.setcallback = send, setcallback
+gw = execnet.makegateway("popen")
+progress = []
+reports = []
+
+class Traced(execnet.RSync):
+    def _report_send_file(self, gateway, modified_rel_path):
+        reports.append(modified_rel_path)
+
+def sync():
+    rsync = Traced(os.path.join(root, "src"), verbose=False,
+                   callback=lambda kind, size, ch: progress.append((kind, size)))
+    rsync.add_target(gw, os.path.join(root, "dst"), delete=True)
+    rsync.send()
+    log.append(("links", sorted(rsync._links)))
+
+sync()
+same_size = os.path.join(root, "src", "sub", "data.bin")
+data = open(same_size, "rb").read()
+with open(same_size, "wb") as f:
+    f.write(data[::-1])
+os.utime(same_size, (1_600_000_000.25, 1_600_000_000.25))
+os.chmod(os.path.join(root, "src", "run.sh"), 0o700)
+with open(os.path.join(root, "src", "grown.txt"), "ab") as f:
+    f.write(b"more")
+os.utime(os.path.join(root, "src", "grown.txt"), (1_600_000_001.5, 1_600_000_001.5))
+sync()
+gw.exit()
+print(repr((log, progress, reports)))
+"""
+
+
+def upstream_available() -> bool:
+    if (UPSTREAM / "execnet" / "__init__.py").exists():
+        return True
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(UPSTREAM), "execnet==2.1.2"],
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+def trace_rsync(root: Path, upstream: bool) -> Any:
+    import ast
+    import shutil
+    import subprocess
+
+    shutil.rmtree(root, ignore_errors=True)
+    src = root / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "sub" / "data.bin").write_bytes(bytes(range(256)) * 4)
+    (src / "sub" / "deeper" / "ünï.txt").write_text("text")
+    (src / "grown.txt").write_text("grow")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    (src / "rel").symlink_to("sub/data.bin")
+    (src / "abs").symlink_to(src / "grown.txt")
+    (src / "outside").symlink_to("/etc/hostname")
+    for i, path in enumerate(sorted(p for p in src.rglob("*") if not p.is_symlink())):
+        os.utime(path, (1_500_000_000 + i * 1.5, 1_500_000_000 + i * 1.5))
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if upstream:
+        env["PYTHONPATH"] = str(UPSTREAM)
+    out = subprocess.run(
+        [sys.executable, "-c", TRACE, str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+        cwd="/",
+    ).stdout
+    return ast.literal_eval(out)
+
+
+@pytest.mark.upstream
+def test_messages_match_upstream(tmp_path: Path) -> None:
+    if not upstream_available():
+        pytest.skip("upstream execnet 2.1.2 cannot be installed")
+    ours = trace_rsync(tmp_path / "ours", upstream=False)
+    theirs = trace_rsync(tmp_path / "theirs", upstream=True)
+
+    def normalise(trace: Any, root: Path) -> Any:
+        log, progress, reports = ast_replace(trace, str(root), "<root>")
+        # Each direction in order; how the two interleave depends on thread timing.
+        split = {way: [item for w, item in log if w == way] for way in ("M>R", "R>M", "links")}
+        return split, sorted(progress), reports
+
+    want = normalise(theirs, tmp_path / "theirs")
+    got = normalise(ours, tmp_path / "ours")
+    for key in want[0]:
+        assert got[0][key] == want[0][key], key
+    assert got[1:] == want[1:]
+    log, progress, reports = ours
+    assert ("M>R", 42) in log
+    assert any(item == ("R>M", ("list_done", None)) for item in log)
+    assert sorted(reports) == sorted(
+        ["run.sh", "sub/data.bin", "sub/deeper/ünï.txt", "grown.txt", "sub/data.bin", "grown.txt"]
+    )
+    assert ("list", 4 + 1024 + 10 + 4) in progress
+
+
+def ast_replace(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, list):
+        return [ast_replace(x, old, new) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(ast_replace(x, old, new) for x in obj)
+    if isinstance(obj, dict):
+        return {ast_replace(k, old, new): ast_replace(v, old, new) for k, v in obj.items()}
+    return obj
