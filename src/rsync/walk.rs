@@ -75,24 +75,35 @@ where
     F: FnMut(&Path) -> std::result::Result<bool, E>,
 {
     let mut out = Walk::default();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
+    let mut stack = vec![Pending::Root(root.to_path_buf())];
+    while let Some(pending) = stack.pop() {
+        // A listed entry is examined relative to its open directory (no path resolution),
+        // and only now, after the filter saw all its siblings, as the protocol's walk does.
+        let (meta, path) = match pending {
+            Pending::Root(path) => (fs::symlink_metadata(&path), path),
+            Pending::Child(dirent, path) => (dirent.metadata(), path),
+        };
+        let Ok(meta) = meta else {
             out.entries.push(Entry::Vanished);
             continue;
         };
         let kind = meta.file_type();
         if kind.is_dir() {
-            let mut names = Vec::new();
+            let mut kept = Vec::new();
             let listing = fs::read_dir(&path).map_err(|e| Error::io(&path, e))?;
             for dirent in listing {
-                let name = dirent.map_err(|e| Error::io(&path, e))?.file_name();
-                let child = path.join(&name);
+                let dirent = dirent.map_err(|e| Error::io(&path, e))?;
+                let child = path.join(dirent.file_name());
                 if filter(&child).map_err(Error::Filter)? {
-                    names.push(name);
+                    kept.push((dirent, child));
                 }
             }
-            stack.extend(names.iter().rev().map(|name| path.join(name)));
+            let names = kept.iter().map(|(dirent, _)| dirent.file_name()).collect();
+            stack.extend(
+                kept.into_iter()
+                    .rev()
+                    .map(|(dirent, child)| Pending::Child(dirent, child)),
+            );
             out.entries.push(Entry::Dir {
                 mode: meta.mode(),
                 names,
@@ -108,6 +119,13 @@ where
         }
     }
     Ok(out)
+}
+
+/// A walk position not yet examined.
+enum Pending {
+    Root(PathBuf),
+    /// A listed entry and its full path; the entry keeps its directory open.
+    Child(fs::DirEntry, PathBuf),
 }
 
 /// [`walk`] keeping every entry.
