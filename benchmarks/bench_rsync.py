@@ -189,6 +189,7 @@ def run(rounds: int, big: bool, base: Path) -> dict[str, Any]:
         for scenario, per in results.items()
     }
     return {
+        "machine": {"cpus": os.cpu_count(), "loadavg_after": os.getloadavg()},
         "tree": {"files": nfiles, "bytes": size},
         "rounds": rounds,
         "modules": {i.name: getattr(i, "module", "rsync") for i in impls},
@@ -201,7 +202,9 @@ def run(rounds: int, big: bool, base: Path) -> dict[str, Any]:
 def report(data: dict[str, Any]) -> str:
     lines = [
         f"tree: {data['tree']['files']} files, {data['tree']['bytes'] / 1e6:.1f} MB; "
-        f"median of {data['rounds']} rounds; correct: {data['correct']}",
+        f"median of {data['rounds']} rounds; correct: {data['correct']}; "
+        f"{data['machine']['cpus']} CPUs, load average after the run "
+        f"{data['machine']['loadavg_after'][0]:.1f}",
         "",
         "| scenario | execnet-rs | upstream 2.1.2 | rsync -a | rs / upstream | rs / rsync |",
         "|---|---|---|---|---|---|",
