@@ -421,6 +421,33 @@ def test_xdist_style_subclass(group: Any, src: Path, tmp_path: Path) -> None:
     }
 
 
+def native_md5_in(gateway: Any) -> bool:
+    import inspect
+
+    from execnet import rsync_remote
+
+    source = inspect.getsource(rsync_remote)
+    tail = 'if __name__ == "__channelexec__":\n    serve_rsync(channel)'
+    assert tail in source
+    probe = source.replace(tail, "channel.send(_native_md5() is not None)")
+    return bool(gateway.remote_exec(probe).receive())
+
+
+def test_shipped_source_receiver(group: Any, src: Path, dst: Path) -> None:
+    """An exec-bootstrapped worker (as over ssh) runs the pure-Python receiver with hashlib."""
+    gw = group.makegateway(f"popen//python={sys.executable}")
+    assert not native_md5_in(gw)
+    assert native_md5_in(group.makegateway("popen"))
+    make_tree(src)
+    sync(src, (gw, dst))
+    target = src / "sub" / "a.bin"
+    target.write_bytes(bytes(reversed(target.read_bytes())))
+    os.utime(target, (1_234_567_890.0, 1_234_567_890.0))
+    (src / "file.txt").touch()
+    assert sync(src, (gw, dst)) == ["sub/a.bin"]
+    assert snapshot(dst) == snapshot(src)
+
+
 @pytest.mark.slow
 def test_big_file(gw: Any, src: Path, dst: Path) -> None:
     chunk = hashlib.sha256(b"seed").digest() * 32768  # 1 MiB
