@@ -360,6 +360,15 @@ def test_file_vanishing_during_filter(gw: Any, src: Path, dst: Path) -> None:
     assert not (dst / "goes").exists()
 
 
+def test_missing_source_leaves_targets_alone(gw: Any, tmp_path: Path, dst: Path) -> None:
+    (dst / "keep").mkdir(parents=True)
+    rsync = RSync(tmp_path / "no-such-dir", verbose=False)
+    rsync.add_target(gw, dst, delete=True)
+    with pytest.raises(FileNotFoundError, match="rsync source directory not found"):
+        rsync.send()
+    assert (dst / "keep").is_dir()
+
+
 def test_unsupported_file_type(gw: Any, src: Path, dst: Path) -> None:
     os.mkfifo(src / "fifo")
     rsync = RSync(src, verbose=False)

@@ -9,6 +9,7 @@ Whole files are transferred; there is no delta encoding.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 from collections import deque
@@ -164,6 +165,9 @@ class RSync:
             items, links = _core.walk_tree(root, hook)
         else:
             items, links = _walk_python(root, hook)
+        if items and items[0] == (None, 0, 0):
+            # Sending this would make every target delete its copy of the tree.
+            raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
         for path in links:
             self._record_link(root, path)
         channels = list(self._channels)
