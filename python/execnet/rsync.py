@@ -72,7 +72,7 @@ def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[
 def _md5(data: bytes) -> bytes:
     from hashlib import md5
 
-    return md5(data).digest()
+    return md5(data, usedforsecurity=False).digest()
 
 
 class RSync:
