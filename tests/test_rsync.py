@@ -400,7 +400,7 @@ def test_non_ascii_names(gw: Any, src: Path, dst: Path) -> None:
 def test_xdist_style_subclass(group: Any, src: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    gw = group.makegateway(f"popen//chdir={workdir}")
+    gw = group.makegateway(f"popen//execmodel=main_thread_only//chdir={workdir}")
     make_tree(src)
     (src / "__pycache__").mkdir()
     (src / "__pycache__" / "m.pyc").write_text("")
