@@ -777,3 +777,43 @@ def ast_replace(obj: Any, old: str, new: str) -> Any:
     if isinstance(obj, dict):
         return {ast_replace(k, old, new): ast_replace(v, old, new) for k, v in obj.items()}
     return obj
+
+
+@pytest.mark.slow
+def test_walk_interrupted_by_ctrl_c(tmp_path_factory: Any) -> None:
+    """The GIL-free walk looks for signals between slices: Ctrl-C does not wait for the tree."""
+    import signal
+    import threading
+    import time
+
+    from execnet import _core
+
+    shm = Path("/dev/shm")
+    root = Path(tempfile_dir(shm if shm.is_dir() else tmp_path_factory.mktemp("walk")))
+    try:
+        for d in range(200):
+            sub = root / f"d{d}"
+            sub.mkdir()
+            for i in range(250):
+                (sub / f"f{i}").touch()
+        t0 = time.perf_counter()
+        _core.walk_tree(str(root))
+        full = time.perf_counter() - t0
+        if full < 0.3:
+            pytest.skip(f"walk too fast to interrupt reliably ({full:.3f} s)")
+        timer = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
+        t0 = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            _core.walk_tree(str(root))
+        assert time.perf_counter() - t0 < full * 0.6
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def tempfile_dir(base: Path) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="execnet-walk-", dir=base)

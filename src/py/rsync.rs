@@ -1,6 +1,7 @@
 //! Bindings of the rsync engine: the sender's walk and MD5 helpers.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -8,6 +9,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyNone};
 
 use crate::rsync::{self, Entry, Walk};
+
+/// How long the walk runs without the GIL before it looks for pending signals.
+const SLICE: Duration = Duration::from_millis(50);
 
 /// Maps an engine error to the exception the pure-Python walk would raise.
 fn to_pyerr(py: Python<'_>, err: rsync::Error<PyErr>) -> PyErr {
@@ -80,13 +84,13 @@ pub fn walk_tree<'py>(
     root: PathBuf,
     filter: Option<Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let walked: Result<Walk, rsync::Error<PyErr>> = match filter {
-        None => py.detach(|| rsync::walk_unfiltered(&root)).map_err(widen),
+    let walked = match filter {
+        None => walk_detached(py, &root)?,
         Some(filter) => rsync::walk(&root, |path: &Path| -> PyResult<bool> {
             filter.call1((path.as_os_str(),))?.is_truthy()
-        }),
+        })
+        .map_err(|e| to_pyerr(py, e))?,
     };
-    let walked = walked.map_err(|e| to_pyerr(py, e))?;
     let items = PyList::empty(py);
     for entry in &walked.entries {
         items.append(entry_to_py(py, entry)?)?;
@@ -96,6 +100,21 @@ pub fn walk_tree<'py>(
         links.append(link.as_os_str())?;
     }
     Ok((items, links))
+}
+
+/// Walks without the GIL in slices of about 50 ms, checking for signals (Ctrl-C) in between.
+fn walk_detached(py: Python<'_>, root: &Path) -> PyResult<Walk> {
+    let mut walker = rsync::Walker::new(root);
+    let mut keep = |_: &Path| Ok::<bool, std::convert::Infallible>(true);
+    loop {
+        let done = py
+            .detach(|| walker.run(&mut keep, Some(Instant::now() + SLICE)))
+            .map_err(|e| to_pyerr(py, widen(e)))?;
+        if done {
+            return Ok(walker.finish());
+        }
+        py.check_signals()?;
+    }
 }
 
 /// MD5 digest (16 raw bytes) of the file at `path`; the GIL is released while hashing.

@@ -12,4 +12,4 @@ mod walk;
 
 pub use error::{Error, Result};
 pub use hash::{md5_bytes, md5_file, md5_files, read_file, Digest};
-pub use walk::{walk, walk_unfiltered, Entry, FileInfo, Walk};
+pub use walk::{walk, walk_unfiltered, Entry, FileInfo, Walk, Walker};

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::error::{Error, Result};
 
@@ -74,9 +75,58 @@ pub fn walk<F, E>(root: &Path, mut filter: F) -> Result<Walk, E>
 where
     F: FnMut(&Path) -> std::result::Result<bool, E>,
 {
-    let mut out = Walk::default();
-    let mut stack = vec![Pending::Root(root.to_path_buf())];
-    while let Some(pending) = stack.pop() {
+    let mut walker = Walker::new(root);
+    walker.run(&mut filter, None)?;
+    Ok(walker.finish())
+}
+
+/// A walk that can be run in slices, so that a caller can do other work (such as checking for
+/// signals) between them. [`walk`] is `Walker::new` + `run` without a deadline + `finish`.
+pub struct Walker {
+    stack: Vec<Pending>,
+    out: Walk,
+}
+
+impl Walker {
+    /// A walk of `root`, not started.
+    #[must_use]
+    pub fn new(root: &Path) -> Self {
+        Walker {
+            stack: vec![Pending::Root(root.to_path_buf())],
+            out: Walk::default(),
+        }
+    }
+
+    /// Walks on until the tree is done (`Ok(true)`) or `deadline` has passed (`Ok(false)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`walk`]; the walker must not be run again after an error.
+    pub fn run<F, E>(&mut self, filter: &mut F, deadline: Option<Instant>) -> Result<bool, E>
+    where
+        F: FnMut(&Path) -> std::result::Result<bool, E>,
+    {
+        let mut steps = 0u32;
+        while let Some(pending) = self.stack.pop() {
+            self.step(pending, filter)?;
+            steps = steps.wrapping_add(1);
+            if steps % 256 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(self.stack.is_empty());
+            }
+        }
+        Ok(true)
+    }
+
+    /// The result; entries not yet walked are missing from it.
+    #[must_use]
+    pub fn finish(self) -> Walk {
+        self.out
+    }
+
+    fn step<F, E>(&mut self, pending: Pending, filter: &mut F) -> Result<(), E>
+    where
+        F: FnMut(&Path) -> std::result::Result<bool, E>,
+    {
         // A listed entry is examined relative to its open directory (no path resolution),
         // and only now, after the filter saw all its siblings, as the protocol's walk does.
         let (meta, path) = match pending {
@@ -84,8 +134,8 @@ where
             Pending::Child(dirent, path) => (dirent.metadata(), path),
         };
         let Ok(meta) = meta else {
-            out.entries.push(Entry::Vanished);
-            continue;
+            self.out.entries.push(Entry::Vanished);
+            return Ok(());
         };
         let kind = meta.file_type();
         if kind.is_dir() {
@@ -99,26 +149,27 @@ where
                 }
             }
             let names = kept.iter().map(|(dirent, _)| dirent.file_name()).collect();
-            stack.extend(
+            self.stack.extend(
                 kept.into_iter()
                     .rev()
                     .map(|(dirent, child)| Pending::Child(dirent, child)),
             );
-            out.entries.push(Entry::Dir {
+            self.out.entries.push(Entry::Dir {
                 mode: meta.mode(),
                 names,
             });
         } else if kind.is_file() {
-            out.entries
+            self.out
+                .entries
                 .push(Entry::File(FileInfo::from_metadata(&meta)));
         } else if kind.is_symlink() {
-            out.entries.push(Entry::Link);
-            out.links.push(path);
+            self.out.entries.push(Entry::Link);
+            self.out.links.push(path);
         } else {
             return Err(Error::Unsupported { path });
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// A walk position not yet examined.
@@ -259,6 +310,28 @@ mod tests {
             assert!(matches!(walk_unfiltered(&root), Err(Error::Io { .. })));
         }
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn sliced_walk_equals_whole_walk() {
+        let root = tempdir("sliced");
+        for d in 0..20 {
+            let sub = root.join(format!("d{d}"));
+            fs::create_dir(&sub).unwrap();
+            for f in 0..40 {
+                fs::write(sub.join(format!("f{f}")), b"x").unwrap();
+            }
+        }
+        let whole = walk_unfiltered(&root).unwrap();
+        let mut walker = Walker::new(&root);
+        let mut slices = 0;
+        let mut keep = |_: &Path| Ok::<bool, ()>(true);
+        while !walker.run(&mut keep, Some(Instant::now())).unwrap() {
+            slices += 1;
+        }
+        assert!(slices >= 2, "{slices}");
+        assert_eq!(walker.finish(), whole);
         fs::remove_dir_all(&root).unwrap();
     }
 
