@@ -130,13 +130,17 @@ pub fn md5_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBy
 /// cannot be read.
 #[pyfunction]
 pub fn md5_files<'py>(py: Python<'py>, paths: Vec<PathBuf>) -> PyResult<Bound<'py, PyList>> {
-    let digests = py.detach(|| rsync::md5_files(&paths));
     let out = PyList::empty(py);
-    for digest in digests {
-        match digest {
-            Ok(d) => out.append(PyBytes::new(py, &d))?,
-            Err(_) => out.append(PyNone::get(py))?,
+    // Slices keep Ctrl-C responsive while a large batch is hashed.
+    for slice in paths.chunks(16) {
+        let digests = py.detach(|| rsync::md5_files(slice));
+        for digest in digests {
+            match digest {
+                Ok(d) => out.append(PyBytes::new(py, &d))?,
+                Err(_) => out.append(PyNone::get(py))?,
+            }
         }
+        py.check_signals()?;
     }
     Ok(out)
 }
