@@ -220,3 +220,96 @@ def test_socketio_reads_exact_counts() -> None:
     io.close_read()
     io.close_write()
     a.close()
+
+
+# --- interoperability with upstream execnet 2.1.2 (installed into .side/, run as subprocesses) --
+
+REPO = Path(__file__).resolve().parent.parent
+UPSTREAM_DIR = REPO / ".side" / "upstream-2.1.2"
+
+
+def ensure_upstream() -> Path:
+    """Install upstream execnet 2.1.2 into the side folder once (skip if PyPI is unreachable)."""
+    if (UPSTREAM_DIR / "execnet" / "gateway_base.py").exists():
+        return UPSTREAM_DIR
+    import fcntl
+    import shutil
+    import tempfile
+
+    UPSTREAM_DIR.parent.mkdir(exist_ok=True)
+    with open(UPSTREAM_DIR.parent / "upstream-2.1.2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (UPSTREAM_DIR / "execnet" / "gateway_base.py").exists():
+            return UPSTREAM_DIR
+        tmp = Path(tempfile.mkdtemp(prefix="upstream-", dir=UPSTREAM_DIR.parent))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                 "--disable-pip-version-check", "--target", str(tmp), "execnet==2.1.2"],
+                capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                pytest.skip(f"cannot install upstream execnet: {proc.stderr[-500:]}")
+            os.rename(tmp, UPSTREAM_DIR)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return UPSTREAM_DIR
+
+
+@pytest.mark.upstream
+def test_our_master_drives_upstream_socketserver(group: Group, tmp_path: Path) -> None:
+    upstream = ensure_upstream()
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=str(upstream))
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(upstream / "execnet" / "script" / "socketserver.py"), address],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "Accept loop" in proc.stdout.readline()
+        gw = group.makegateway(f"socket={address}")
+        info = gw._rinfo()
+        assert info.pid == proc.pid and info.cwd == str(tmp_path)
+        ch = gw.remote_exec("channel.send(channel.receive() * 2)")
+        ch.send([1, "a"])
+        assert ch.receive() == [1, "a", 1, "a"]
+        gw.exit()
+        gw.join(timeout=5.0)
+        # the upstream server is ready for the next connection
+        for line in proc.stdout:
+            if "Accept loop" in line:
+                break
+        gw = group.makegateway(f"socket={address}")
+        assert gw.remote_exec("channel.send(7)").receive() == 7
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.upstream
+def test_upstream_master_drives_our_socketserver(server: Server) -> None:
+    upstream = ensure_upstream()
+    code = (
+        "import execnet, os\n"
+        f"assert os.path.realpath(execnet.__file__).startswith({str(upstream.resolve())!r})\n"
+        f"gw = execnet.makegateway('socket={server.address}')\n"
+        "ch = gw.remote_exec('import os; channel.send((os.getpid(), channel.receive() + 1))')\n"
+        "ch.send(41)\n"
+        "print(ch.receive())\n"
+        "execnet.default_group.terminate(5)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(upstream)),
+        cwd=str(upstream.parent),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"({server.proc.pid}, 42)"
