@@ -444,56 +444,9 @@ def test_shipped_source_receiver(group: Any, src: Path, dst: Path) -> None:
     assert snapshot(dst) == snapshot(src)
 
 
-@pytest.fixture(scope="module")
-def ssh_spec(tmp_path_factory: Any) -> Iterator[str]:
-    """A loopback sshd on a free port; yields the XSpec of an ssh gateway to it."""
-    import shutil
-    import socket
-    import subprocess
-    import time
-
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not (os.path.exists(sshd) and shutil.which("ssh") and shutil.which("ssh-keygen")):
-        pytest.skip("openssh-server and openssh-client are needed")
-    if os.getuid() != 0:
-        pytest.skip("the loopback sshd fixture runs as root")
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "user"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
-        )
-    shutil.copy(d / "user.pub", d / "authorized_keys")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
-        "StrictModes no\n"
-    )
-    (d / "ssh_config").write_text(
-        f"Host rsynctest\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
-        f"  IdentityFile {d / 'user'}\n  StrictHostKeyChecking no\n"
-        "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
-    )
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")])
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"ssh=rsynctest//ssh_config={d / 'ssh_config'}//python={sys.executable}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.ssh
-def test_ssh_target(group: Any, ssh_spec: str, src: Path, dst: Path, tmp_path: Path) -> None:
-    gw = group.makegateway(ssh_spec)
+def test_ssh_target(group: Any, sshd: Any, src: Path, dst: Path, tmp_path: Path) -> None:
+    gw = group.makegateway(sshd.spec)
     make_tree(src)
     (src / "link").symlink_to("file.txt")
     local = tmp_path / "local"
