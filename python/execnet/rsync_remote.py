@@ -44,7 +44,8 @@ def _file_md5(path: str) -> bytes:
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:
-                return digest.digest()
+                result: bytes = digest.digest()
+                return result
             digest.update(chunk)
 
 
