@@ -397,6 +397,16 @@ def test_non_ascii_names(gw: Any, src: Path, dst: Path) -> None:
     assert snapshot(dst) == snapshot(src)
 
 
+def test_undecodable_name_raises_dumperror(gw: Any, src: Path, dst: Path) -> None:
+    """A name that is not UTF-8 cannot travel as a str; execnet 2.1.2 fails the same way."""
+    (src / "good").write_text("ok")
+    os.close(os.open(os.path.join(os.fsencode(src), b"bad\xffname"), os.O_CREAT | os.O_WRONLY))
+    rsync = RSync(src, verbose=False)
+    rsync.add_target(gw, dst)
+    with pytest.raises(execnet.DumpError):
+        rsync.send()
+
+
 def test_xdist_style_subclass(group: Any, src: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
