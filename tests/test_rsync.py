@@ -550,6 +550,52 @@ def test_structure_stream_matches_python_walk(src: Path) -> None:
         _core.walk_tree(str(src), lambda p: 1 / 0)
 
 
+def test_tree_walk_parts_join_to_the_whole_walk(src: Path) -> None:
+    import gc
+    import weakref
+
+    from execnet import _core
+
+    make_tree(src)
+    for d in range(30):
+        (src / f"d{d}").mkdir()
+        for i in range(20):
+            (src / f"d{d}" / f"f{i}").write_text("x")
+        (src / f"d{d}" / "ln").symlink_to("f0")
+    whole = _core.walk_tree(str(src))
+    parts = list(_core.TreeWalk(str(src), None, 50))
+    assert len(parts) > 10
+    assert all(len(items) <= 50 for items, _ in parts)
+    assert ([i for p in parts for i in p[0]], [ln for p in parts for ln in p[1]]) == whole
+
+    def keep(path: str) -> bool:
+        return not path.endswith("ln")
+
+    filtered = [p for p in _core.TreeWalk(src, keep, 7)]
+    joined = ([i for p in filtered for i in p[0]], [ln for p in filtered for ln in p[1]])
+    assert joined == _core.walk_tree(str(src), keep)
+    assert joined[1] == []
+
+    box: list[Any] = []
+    walk = _core.TreeWalk(str(src), lambda p: next(box[0]) is None, 5)
+    box.append(walk)
+    with pytest.raises(RuntimeError):
+        next(walk)
+    assert list(walk) == []  # a failed walk is over
+
+    class Holder:
+        def keep(self, path: str) -> bool:
+            return True
+
+    holder = Holder()
+    walk = _core.TreeWalk(str(src), holder.keep)
+    holder.walk = walk  # type: ignore[attr-defined]
+    ref = weakref.ref(holder)
+    del holder, walk
+    gc.collect()
+    assert ref() is None
+
+
 def test_walk_order_is_listdir_order(tmp_path: Path) -> None:
     from execnet import _core
 

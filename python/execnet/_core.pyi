@@ -6,7 +6,7 @@ __version__: str
 
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 def walk_tree(
     root: str | PathLike[str], filter: Callable[[str], object] | None = None
@@ -22,6 +22,23 @@ def walk_tree(
     ``ValueError("cannot sync '<path>'")`` for fifos, sockets and devices and ``OSError`` when a
     directory cannot be listed.
     """
+
+@final
+class TreeWalk:
+    """The walk of :func:`walk_tree` in parts of about ``chunk`` items.
+
+    Iterating yields ``(items, links)`` pairs that, joined, equal ``walk_tree(root, filter)``;
+    the tree is walked as the parts are taken (without the GIL when there is no ``filter``).
+    """
+
+    def __new__(
+        cls,
+        root: str | PathLike[str],
+        filter: Callable[[str], object] | None = None,
+        chunk: int = 4096,
+    ) -> TreeWalk: ...
+    def __iter__(self) -> TreeWalk: ...
+    def __next__(self) -> tuple[list[Any], list[str]]: ...
 
 def md5_file(path: str | PathLike[str]) -> bytes:
     """MD5 digest (16 raw bytes) of the file's content; ``OSError`` if it cannot be read."""

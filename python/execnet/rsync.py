@@ -13,7 +13,7 @@ import errno
 import os
 import queue
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import rsync_remote
@@ -31,6 +31,8 @@ __all__ = ["RSync"]
 
 #: Marks the end of the symlink list on the channel.
 _LINKS_END = 42
+#: Structure items walked ahead of sending them.
+_CHUNK = 2048
 #: Requests answered together, so that their checksums are computed in one parallel batch.
 _BATCH = 256
 
@@ -161,19 +163,24 @@ class RSync:
 
     def _send_directory_structure(self, root: str) -> None:
         hook = self._filter_hook()
+        parts: Iterable[tuple[list[Any], list[str]]]
         if _core is not None:
-            items, links = _core.walk_tree(root, hook)
+            # Parts of the tree go out while the rest is walked, so targets start early.
+            parts = _core.TreeWalk(root, hook, _CHUNK)
         else:
-            items, links = _walk_python(root, hook)
-        if items and items[0] == (None, 0, 0):
-            # Sending this would make every target delete its copy of the tree.
-            raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
-        for path in links:
-            self._record_link(root, path)
+            parts = [_walk_python(root, hook)]
         channels = list(self._channels)
-        for item in items:
-            for channel in channels:
-                channel.send(item)
+        first = True
+        for items, links in parts:
+            if first and items and items[0] == (None, 0, 0):
+                # Sending this would make every target delete its copy of the tree.
+                raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
+            first = False
+            for path in links:
+                self._record_link(root, path)
+            for item in items:
+                for channel in channels:
+                    channel.send(item)
 
     def _record_link(self, root: str, path: str) -> None:
         prefix = root if root.endswith(os.sep) else root + os.sep

@@ -11,7 +11,7 @@ pub mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::rsync::{md5_file, md5_files, walk_tree};
+    use super::rsync::{md5_file, md5_files, walk_tree, TreeWalkPy};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

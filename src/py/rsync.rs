@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyNone};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::rsync::{self, Entry, Walk};
 
@@ -84,13 +85,109 @@ pub fn walk_tree<'py>(
     root: PathBuf,
     filter: Option<Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let walked = match filter {
-        None => walk_detached(py, &root)?,
-        Some(filter) => rsync::walk(&root, |path: &Path| -> PyResult<bool> {
-            filter.call1((path.as_os_str(),))?.is_truthy()
-        })
-        .map_err(|e| to_pyerr(py, e))?,
-    };
+    let mut walker = rsync::Walker::new(&root);
+    run_walker(py, &mut walker, filter.as_ref(), None)?;
+    walk_to_py(py, &walker.finish())
+}
+
+/// The same walk as [`walk_tree`], handed out in parts of about `chunk` items so that the
+/// caller can send the first items while the rest of the tree is walked.
+///
+/// Iterating yields `(items, links)` pairs; joined, they equal `walk_tree(root, filter)`.
+/// Not frozen on purpose: the walk is state of one consumer, and pyo3's borrow check turns a
+/// re-entrant `next()` (from inside `filter`) into a clean `RuntimeError`.
+#[pyclass(name = "TreeWalk", module = "execnet._core")]
+pub struct TreeWalkPy {
+    walker: Option<rsync::Walker>,
+    filter: Option<Py<PyAny>>,
+    chunk: usize,
+}
+
+#[pymethods]
+impl TreeWalkPy {
+    #[new]
+    #[pyo3(signature = (root, filter=None, chunk=4096))]
+    fn new(root: PathBuf, filter: Option<Py<PyAny>>, chunk: usize) -> Self {
+        TreeWalkPy {
+            walker: Some(rsync::Walker::new(&root)),
+            filter,
+            chunk: chunk.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
+        let Some(walker) = self.walker.as_mut() else {
+            return Ok(None);
+        };
+        let filter = self.filter.as_ref().map(|f| f.bind(py).clone());
+        let done = match run_walker(py, walker, filter.as_ref(), Some(self.chunk)) {
+            Ok(done) => done,
+            Err(err) => {
+                self.walker = None;
+                return Err(err);
+            }
+        };
+        let part = walker.take();
+        if done {
+            self.walker = None;
+        }
+        walk_to_py(py, &part).map(Some)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(filter) = &self.filter {
+            visit.call(filter)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.filter = None;
+    }
+}
+
+/// Runs `walker` until the tree is done (`Ok(true)`) or `limit` items are ready. Without a
+/// filter it runs without the GIL in slices of about 50 ms, checking for signals (Ctrl-C) in
+/// between; a filter is Python code, which gets the GIL and sees signals itself.
+fn run_walker(
+    py: Python<'_>,
+    walker: &mut rsync::Walker,
+    filter: Option<&Bound<'_, PyAny>>,
+    limit: Option<usize>,
+) -> PyResult<bool> {
+    if let Some(filter) = filter {
+        let mut call =
+            |path: &Path| -> PyResult<bool> { filter.call1((path.as_os_str(),))?.is_truthy() };
+        return walker
+            .run(&mut call, None, limit)
+            .map_err(|e| to_pyerr(py, e));
+    }
+    let mut keep = |_: &Path| Ok::<bool, std::convert::Infallible>(true);
+    loop {
+        let slice_done = py
+            .detach(|| walker.run(&mut keep, Some(Instant::now() + SLICE), limit))
+            .map_err(|e| to_pyerr(py, widen(e)))?;
+        if slice_done {
+            return Ok(true);
+        }
+        if limit.is_some_and(|n| walker.pending_items() >= n) {
+            return Ok(false);
+        }
+        py.check_signals()?;
+    }
+}
+
+fn walk_to_py<'py>(
+    py: Python<'py>,
+    walked: &Walk,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let items = PyList::empty(py);
     for entry in &walked.entries {
         items.append(entry_to_py(py, entry)?)?;
@@ -100,21 +197,6 @@ pub fn walk_tree<'py>(
         links.append(link.as_os_str())?;
     }
     Ok((items, links))
-}
-
-/// Walks without the GIL in slices of about 50 ms, checking for signals (Ctrl-C) in between.
-fn walk_detached(py: Python<'_>, root: &Path) -> PyResult<Walk> {
-    let mut walker = rsync::Walker::new(root);
-    let mut keep = |_: &Path| Ok::<bool, std::convert::Infallible>(true);
-    loop {
-        let done = py
-            .detach(|| walker.run(&mut keep, Some(Instant::now() + SLICE)))
-            .map_err(|e| to_pyerr(py, widen(e)))?;
-        if done {
-            return Ok(walker.finish());
-        }
-        py.check_signals()?;
-    }
 }
 
 /// MD5 digest (16 raw bytes) of the file at `path`; the GIL is released while hashing.

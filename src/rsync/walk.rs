@@ -76,7 +76,7 @@ where
     F: FnMut(&Path) -> std::result::Result<bool, E>,
 {
     let mut walker = Walker::new(root);
-    walker.run(&mut filter, None)?;
+    walker.run(&mut filter, None, None)?;
     Ok(walker.finish())
 }
 
@@ -97,24 +97,44 @@ impl Walker {
         }
     }
 
-    /// Walks on until the tree is done (`Ok(true)`) or `deadline` has passed (`Ok(false)`).
+    /// Walks on until the tree is done (`Ok(true)`), or `deadline` has passed or at least
+    /// `limit` entries are waiting in the result (`Ok(false)`).
     ///
     /// # Errors
     ///
     /// As [`walk`]; the walker must not be run again after an error.
-    pub fn run<F, E>(&mut self, filter: &mut F, deadline: Option<Instant>) -> Result<bool, E>
+    pub fn run<F, E>(
+        &mut self,
+        filter: &mut F,
+        deadline: Option<Instant>,
+        limit: Option<usize>,
+    ) -> Result<bool, E>
     where
         F: FnMut(&Path) -> std::result::Result<bool, E>,
     {
         let mut steps = 0u32;
         while let Some(pending) = self.stack.pop() {
             self.step(pending, filter)?;
+            if limit.is_some_and(|n| self.out.entries.len() >= n) {
+                return Ok(self.stack.is_empty());
+            }
             steps = steps.wrapping_add(1);
             if steps % 256 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(self.stack.is_empty());
             }
         }
         Ok(true)
+    }
+
+    /// Number of entries walked and not yet taken.
+    #[must_use]
+    pub fn pending_items(&self) -> usize {
+        self.out.entries.len()
+    }
+
+    /// Takes the entries and links walked so far out of the result.
+    pub fn take(&mut self) -> Walk {
+        std::mem::take(&mut self.out)
     }
 
     /// The result; entries not yet walked are missing from it.
@@ -327,11 +347,25 @@ mod tests {
         let mut walker = Walker::new(&root);
         let mut slices = 0;
         let mut keep = |_: &Path| Ok::<bool, ()>(true);
-        while !walker.run(&mut keep, Some(Instant::now())).unwrap() {
+        while !walker.run(&mut keep, Some(Instant::now()), None).unwrap() {
             slices += 1;
         }
         assert!(slices >= 2, "{slices}");
         assert_eq!(walker.finish(), whole);
+
+        let mut walker = Walker::new(&root);
+        let mut joined = Walk::default();
+        loop {
+            let done = walker.run(&mut keep, None, Some(100)).unwrap();
+            let part = walker.take();
+            assert!(part.entries.len() <= 100);
+            joined.entries.extend(part.entries);
+            joined.links.extend(part.links);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(joined, whole);
         fs::remove_dir_all(&root).unwrap();
     }
 
