@@ -81,17 +81,22 @@ class _Receiver:
                         pass
             shutil.rmtree(path, ignore_errors=True)
 
-    def mirror(self, path: str, components: list[str]) -> None:
-        """Mirror one structure item (and, for a directory, everything below it) at ``path``."""
+    def mirror(self, path: str, parent: list[str], name: str | None) -> None:
+        """Mirror one structure item (and, for a directory, everything below it) at ``path``.
+
+        ``parent`` holds the path components of the containing directory, ``name`` is the
+        entry's own (``None`` for the root); the entry's component list is built only when
+        it is needed, which for an unchanged file it is not.
+        """
         try:
             st: os.stat_result | None = os.lstat(path)
         except OSError:
             st = None
         msg = self.channel.receive()
         if isinstance(msg, list):
-            self.mirror_directory(path, components, st, msg)
+            self.mirror_directory(path, parent if name is None else [*parent, name], st, msg)
         elif msg is not None:
-            self.mirror_file(path, components, st, msg)
+            self.mirror_file(path, parent, name, st, msg)
 
     def mirror_directory(
         self, path: str, components: list[str], st: os.stat_result | None, msg: list[Any]
@@ -102,20 +107,26 @@ class _Receiver:
         if st is None:
             os.makedirs(path)
         mode = msg[0]
-        if mode:
-            # Owner rwx so that the entries below can be written even for a read-only source.
+        # Owner rwx so that the entries below can be written even for a read-only source.
+        if mode and (st is None or st.st_mode != mode | 0o700):
             os.chmod(path, mode | 0o700)
         names = msg[1:]
+        base = path if path.endswith(os.sep) else path + os.sep
         for name in names:
-            self.mirror(os.path.join(path, name), [*components, name])
+            self.mirror(base + name, components, name)
         if self.delete:
             keep = set(names)
             for name in os.listdir(path):
                 if name not in keep:
-                    self.remove(os.path.join(path, name))
+                    self.remove(base + name)
 
     def mirror_file(
-        self, path: str, components: list[str], st: os.stat_result | None, msg: tuple[Any, ...]
+        self,
+        path: str,
+        parent: list[str],
+        name: str | None,
+        st: os.stat_result | None,
+        msg: tuple[Any, ...],
     ) -> None:
         mode, mtime, size = msg
         checksum = None
@@ -132,6 +143,7 @@ class _Receiver:
                     return
             else:
                 self.remove(path)
+        components = parent if name is None else [*parent, name]
         self.channel.send(("send", (components, checksum)))
         self.requested.append((path, components, msg))
 
@@ -192,7 +204,7 @@ class _Receiver:
             os.symlink(target, path)
 
     def run(self) -> None:
-        self.mirror(self.destdir, [])
+        self.mirror(self.destdir, [], None)
         self.channel.send(("list_done", None))
         self.receive_files()
         self.channel.send(("links", None))
