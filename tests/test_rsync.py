@@ -291,6 +291,22 @@ def test_symlinks(gw: Any, src: Path, dst: Path, tmp_path: Path) -> None:
     assert os.readlink(dst / "rel") == "sub/b.txt"
 
 
+def test_symlinked_roots_are_followed(gw: Any, src: Path, tmp_path: Path) -> None:
+    """A source or destination given as a symlink to a directory means that directory."""
+    make_tree(src)
+    real_dst = tmp_path / "real-dst"
+    real_dst.mkdir()
+    (tmp_path / "dst-link").symlink_to(real_dst)
+    (tmp_path / "src-link").symlink_to(src)
+    assert len(sync(tmp_path / "src-link", (gw, tmp_path / "dst-link"))) == 3
+    assert os.path.islink(tmp_path / "dst-link")
+    assert snapshot(real_dst) == snapshot(src)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    sync(src, (gw, tmp_path / "dangling"))
+    assert snapshot(tmp_path / "dangling") == snapshot(src)
+    assert not os.path.islink(tmp_path / "dangling")
+
+
 def test_relative_link_classified_against_cwd(
     gw: Any, src: Path, dst: Path, monkeypatch: Any
 ) -> None:

@@ -46,7 +46,7 @@ def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[
 
     def visit(path: str) -> None:
         try:
-            st = os.lstat(path)
+            st = os.stat(path) if path is root else os.lstat(path)
         except OSError:
             items.append((None, 0, 0))
             return

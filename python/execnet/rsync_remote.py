@@ -88,10 +88,17 @@ class _Receiver:
         entry's own (``None`` for the root); the entry's component list is built only when
         it is needed, which for an unchanged file it is not.
         """
+        st: os.stat_result | None = None
         try:
-            st: os.stat_result | None = os.lstat(path)
+            # The destination root is followed when it is a symlink (to a directory, say); a
+            # dangling one is replaced.
+            st = os.lstat(path) if name is not None else os.stat(path)
         except OSError:
-            st = None
+            if name is None:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    pass
         msg = self.channel.receive()
         if isinstance(msg, list):
             self.mirror_directory(path, parent if name is None else [*parent, name], st, msg)

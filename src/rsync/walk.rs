@@ -65,7 +65,8 @@ impl FileInfo {
 
 /// Walks `root` in pre-order and calls `filter` with the full path of every directory entry
 /// (never the root), all entries of a directory before descending into it, as the sender does.
-/// An entry for which `filter` returns `false` is neither listed nor visited.
+/// An entry for which `filter` returns `false` is neither listed nor visited. Symlinks are
+/// never followed, except `root` itself.
 ///
 /// # Errors
 ///
@@ -150,7 +151,9 @@ impl Walker {
         // A listed entry is examined relative to its open directory (no path resolution),
         // and only now, after the filter saw all its siblings, as the protocol's walk does.
         let (meta, path) = match pending {
-            Pending::Root(path) => (fs::symlink_metadata(&path), path),
+            // The root is followed: a source given as a symlink to a directory means that
+            // directory.
+            Pending::Root(path) => (fs::metadata(&path), path),
             Pending::Child(dirent, path) => (dirent.metadata(), path),
         };
         let Ok(meta) = meta else {
