@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import execnet
 from execnet import RSync
@@ -610,6 +612,54 @@ def test_tree_walk_parts_join_to_the_whole_walk(src: Path) -> None:
     del holder, walk
     gc.collect()
     assert ref() is None
+
+
+def _build(root: Path, spec: dict[str, Any]) -> None:
+    for name, node in spec.items():
+        path = root / name
+        if isinstance(node, dict):
+            path.mkdir()
+            _build(path, node)
+        elif isinstance(node, tuple):
+            path.symlink_to(node[0])
+        else:
+            path.write_bytes(b"x" * node)
+            os.utime(path, ns=(0, 1_600_000_000_000_000_000 + node * 123_456_789))
+
+
+_names = st.text(alphabet=st.sampled_from("abcXYZ09_-. äß日"), min_size=1, max_size=8).filter(
+    lambda n: n not in (".", "..")
+)
+_trees = st.recursive(
+    st.integers(min_value=0, max_value=300) | st.tuples(_names),
+    lambda children: st.dictionaries(_names, children, max_size=6),
+    max_leaves=40,
+).filter(lambda t: isinstance(t, dict))
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=_trees, chunk=st.integers(min_value=1, max_value=50))
+def test_rust_walk_equals_python_walk(tree: dict[str, Any], chunk: int) -> None:
+    import shutil
+    import tempfile
+
+    from execnet import _core
+    from execnet.rsync import _walk_python
+
+    root = Path(tempfile.mkdtemp(prefix="execnet-walk-prop-"))
+    try:
+        _build(root, tree)
+        expected = _walk_python(str(root), None)
+        assert _core.walk_tree(str(root)) == expected
+        parts = list(_core.TreeWalk(str(root), None, chunk))
+        assert ([i for p in parts for i in p[0]], [ln for p in parts for ln in p[1]]) == expected
+
+        def keep(path: str) -> bool:
+            return "a" not in os.path.basename(path)
+
+        assert _core.walk_tree(str(root), keep) == _walk_python(str(root), keep)
+    finally:
+        shutil.rmtree(root)
 
 
 def test_walk_order_is_listdir_order(tmp_path: Path) -> None:
