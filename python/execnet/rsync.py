@@ -77,6 +77,35 @@ def _md5(data: bytes) -> bytes:
     return md5(data, usedforsecurity=False).digest()
 
 
+def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
+    """A function sending one item to every channel, serialising it only once."""
+    if len(channels) == 1:
+        return channels[0].send
+    try:
+        from .gateway_base import Message, dumps_internal
+    except ImportError:  # pragma: no cover - both are part of the internal contract
+        dumps_internal = None  # type: ignore[assignment]
+    if dumps_internal is None or not all(hasattr(c.gateway, "_send") for c in channels):
+
+        def send_each(item: Any) -> None:
+            for channel in channels:
+                channel.send(item)
+
+        return send_each
+    code = Message.CHANNEL_DATA
+    targets = [(channel, channel.gateway._send, channel.id) for channel in channels]
+
+    def send_encoded(item: Any) -> None:
+        data = dumps_internal(item)
+        for channel, send, channelid in targets:
+            # What Channel.send checks, for the same error.
+            if channel.isclosed():
+                raise OSError(f"cannot send to {channel!r}")
+            send(code, channelid, data)
+
+    return send_encoded
+
+
 class RSync:
     """Send a directory to one or more remote places.
 
@@ -169,7 +198,7 @@ class RSync:
             parts = _core.TreeWalk(root, hook, _CHUNK)
         else:
             parts = [_walk_python(root, hook)]
-        channels = list(self._channels)
+        broadcast = _broadcaster(list(self._channels))
         first = True
         for items, links in parts:
             if first and items and items[0] == (None, 0, 0):
@@ -179,8 +208,7 @@ class RSync:
             for path in links:
                 self._record_link(root, path)
             for item in items:
-                for channel in channels:
-                    channel.send(item)
+                broadcast(item)
 
     def _record_link(self, root: str, path: str) -> None:
         prefix = root if root.endswith(os.sep) else root + os.sep
