@@ -1,6 +1,6 @@
 """Send a directory tree to one or more gateways: :class:`RSync`.
 
-The sender walks the source tree once (in Rust, :func:`execnet._core.walk_tree`) and broadcasts
+The sender walks the source tree once (in Rust, :class:`execnet._core.TreeWalk`) and broadcasts
 the directory-structure stream to every target. Each target runs
 :mod:`execnet.rsync_remote`, mirrors the structure and asks for the files that are missing or
 differ (size and mtime, then MD5); the sender answers those requests, then sends the symlinks.
