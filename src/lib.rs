@@ -4,6 +4,7 @@
 //! (`cargo test --no-default-features`); the pyo3 bindings live in [`py`] behind the default
 //! `python` feature and make up the private extension module `execnet._core`.
 
+pub mod codec;
 pub mod rsync;
 
 #[cfg(feature = "python")]
