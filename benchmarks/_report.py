@@ -289,6 +289,24 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, data)]
 
 
+def _embed(text: str) -> list[str]:
+    """Another script's markdown, its headings moved below ours and tables set apart."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            line = "#### " + line.lstrip("#").strip()
+        starts_table = line.startswith("|") and not (out and out[-1].startswith("|"))
+        ends_table = not line.startswith("|") and out and out[-1].startswith("|")
+        if out and (starts_table or ends_table or line.startswith("#")):
+            out.append("")
+        out.append(line)
+        if line.startswith("#"):
+            out.append("")
+    return out
+
+
 def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
     external = report.get("external") or {}
     if not external:
@@ -304,7 +322,7 @@ def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
             lines += ["```", entry["error"][:2000], "```", ""]
             continue
         # The scripts print their own markdown tables; that is their report.
-        table = [ln for ln in entry.get("stdout", "").splitlines() if ln.strip()]
+        table = _embed(entry.get("stdout", ""))
         ratios = [(k, v) for k, v in _flatten(entry["result"]) if "ratio" in k.lower()]
         if table:
             lines += table

@@ -380,3 +380,18 @@ def test_cli_runs_gateway_workloads_on_both_sides(tmp_path: Path) -> None:
         for side in ("upstream", "ours"):
             assert entry[side]["correct"], (name, side, entry[side]["errors"])
         assert entry["ratio"] is not None
+
+
+def test_embedded_markdown_is_demoted_and_tables_set_apart() -> None:
+    text = "## Serializer\nintro line\n| a | b |\n|---|---|\n| 1 | 2 |\ncorrect: True\n"
+    assert _report._embed(text) == [
+        "#### Serializer",
+        "",
+        "intro line",
+        "",
+        "| a | b |",
+        "|---|---|",
+        "| 1 | 2 |",
+        "",
+        "correct: True",
+    ]
