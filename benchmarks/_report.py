@@ -218,6 +218,13 @@ def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _busy(report: dict[str, Any]) -> float:
+    """The highest 1-minute load average of the run if it exceeded 3/4 of the CPUs, else 0."""
+    load = report.get("loadavg") or {}
+    busiest = max(load.get("before", [0.0])[0], load.get("after", [0.0])[0])
+    return busiest if busiest > 0.75 * report["machine"]["nproc"] else 0.0
+
+
 def header(report: dict[str, Any]) -> list[str]:
     m, sides = report["machine"], report["sides"]
     load = report.get("loadavg", {})
@@ -238,6 +245,12 @@ def header(report: dict[str, Any]) -> list[str]:
         lines.append(f"* load average before: {before}; after: {after}")
     for warning in report.get("warnings", ()):
         lines.append(f"* **warning:** {warning}")
+    busiest = _busy(report)
+    if busiest:
+        lines.append(
+            f"* **warning:** the machine was busy (load average up to {busiest:.1f} on "
+            f"{m['nproc']} CPUs): other processes shared the CPUs, so these numbers are noisy"
+        )
     return lines
 
 
@@ -401,6 +414,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     title = f"execnet-rs vs execnet 2.1.2, {report['started']}"
     if report.get("quick"):
         title += " (--quick)"
+    if _busy(report):
+        title += " — busy machine: noisy"
     ax.set_title(title, fontsize=10)
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}x", va="center", fontsize=8)
