@@ -491,15 +491,10 @@ mod tests {
             let total = data.len();
             let mut reader = FrameReader::new(Trickle { data, pos: 0, step });
             let mut consumed = 0usize;
-            loop {
-                match reader.read_frame() {
-                    Ok(frame) => {
-                        prop_assert!((0..=MAX_CODE).contains(&frame.code));
-                        consumed += HEADER_LEN + frame.payload.len();
-                        prop_assert!(consumed <= total);
-                    }
-                    Err(_) => break,
-                }
+            while let Ok(frame) = reader.read_frame() {
+                prop_assert!((0..=MAX_CODE).contains(&frame.code));
+                consumed += HEADER_LEN + frame.payload.len();
+                prop_assert!(consumed <= total);
             }
         }
 

@@ -3,10 +3,16 @@
 
 use pyo3::prelude::*;
 
+pub mod codec_shim;
+pub mod mux;
+
 /// The private extension module `execnet._core`.
 #[pymodule(gil_used = false)]
 pub mod _core {
     use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::mux::{ChannelQueuePy, MuxPy};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
