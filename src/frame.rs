@@ -6,6 +6,9 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Length of the frame header in bytes.
 pub const HEADER_LEN: usize = 9;
@@ -14,8 +17,11 @@ pub const MAX_CODE: i8 = 7;
 /// Message code of `CHANNEL_DATA`.
 pub const CHANNEL_DATA: i8 = 4;
 
-/// Size of the read buffer and of the steps in which a large payload buffer grows.
+/// Size of the read buffer.
 const CHUNK: usize = 64 * 1024;
+/// Payload buffers are allocated up front up to this size; beyond it they grow as bytes
+/// arrive, so a forged length cannot make the reader allocate gigabytes.
+const PREALLOC_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The fixed 9-byte header of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +164,62 @@ pub fn wire_len(len: usize) -> Result<i32, FrameError> {
     i32::try_from(len).map_err(|_| FrameError::PayloadTooLarge { len })
 }
 
+/// Large payload buffers handed back after use, for the reader to fill again.
+///
+/// A payload buffer is allocated by the reader thread and usually freed by the thread that
+/// takes the item; with the system allocator that turns every large payload into fresh pages
+/// (page faults and zeroing), which costs more than the copying itself. Reusing the buffers
+/// avoids it. The pool keeps at most [`BufferPool::MAX_TOTAL`] bytes.
+#[derive(Default)]
+pub struct BufferPool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// Buffers smaller than this are not pooled.
+    pub const MIN: usize = 1024 * 1024;
+    /// Upper bound of the capacity kept in the pool.
+    pub const MAX_TOTAL: usize = 32 * 1024 * 1024;
+
+    /// An empty pool.
+    pub fn new() -> BufferPool {
+        BufferPool::default()
+    }
+
+    /// An empty buffer, preferably one with at least `capacity` bytes of capacity.
+    pub fn take(&self, capacity: usize) -> Option<Vec<u8>> {
+        let mut bufs = self.bufs.lock();
+        let index = bufs
+            .iter()
+            .position(|b| b.capacity() >= capacity)
+            .or_else(|| bufs.len().checked_sub(1))?;
+        Some(bufs.swap_remove(index))
+    }
+
+    /// Hands a buffer back; it is dropped if it is small or the pool is full.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < Self::MIN {
+            return;
+        }
+        buf.clear();
+        let mut bufs = self.bufs.lock();
+        let total: usize = bufs.iter().map(Vec::capacity).sum();
+        if total + buf.capacity() <= Self::MAX_TOTAL {
+            bufs.push(buf);
+        }
+    }
+
+    /// Number of pooled buffers.
+    pub fn len(&self) -> usize {
+        self.bufs.lock().len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Reads whole frames from a byte stream through an internal buffer.
 ///
 /// A payload larger than the buffer is read straight into its own vector, which grows in
@@ -168,6 +230,7 @@ pub struct FrameReader<R> {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    pool: Option<Arc<BufferPool>>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -178,7 +241,15 @@ impl<R: Read> FrameReader<R> {
             buf: vec![0u8; CHUNK].into_boxed_slice(),
             start: 0,
             end: 0,
+            pool: None,
         }
+    }
+
+    /// Wraps a byte stream; large payload buffers come from `pool` when it has one.
+    pub fn with_pool(inner: R, pool: Arc<BufferPool>) -> FrameReader<R> {
+        let mut reader = FrameReader::new(inner);
+        reader.pool = Some(pool);
+        reader
     }
 
     /// The wrapped stream.
@@ -236,7 +307,18 @@ impl<R: Read> FrameReader<R> {
 
     fn read_payload(&mut self, len: usize) -> Result<Vec<u8>, FrameError> {
         let buffered = (self.end - self.start).min(len);
-        let mut payload = Vec::with_capacity(len.min(CHUNK.max(buffered)));
+        let capacity = len.min(PREALLOC_LIMIT);
+        let pooled = match &self.pool {
+            Some(pool) if len >= BufferPool::MIN => pool.take(capacity),
+            _ => None,
+        };
+        let mut payload = match pooled {
+            Some(mut buf) => {
+                buf.reserve(capacity);
+                buf
+            }
+            None => Vec::with_capacity(capacity),
+        };
         payload.extend_from_slice(&self.buf[self.start..self.start + buffered]);
         self.start += buffered;
         if payload.len() == len {
@@ -252,20 +334,19 @@ impl<R: Read> FrameReader<R> {
             }
             return Ok(payload);
         }
-        // Large remainder: read directly into the payload, growing it chunk by chunk (at most
-        // doubling), so that memory follows the bytes that actually arrive.
-        let mut got = payload.len();
-        while got < len {
-            if got == payload.len() {
-                let step = payload.len().max(CHUNK).min(len - got);
-                payload.resize(got + step, 0);
-            }
-            match self.inner.read(&mut payload[got..]) {
-                Ok(0) => return Err(FrameError::PayloadEof { expected: len, got }),
-                Ok(n) => got += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(map_read_error(err)),
-            }
+        // Large remainder: read directly into the payload. `read_to_end` grows the vector
+        // geometrically as bytes arrive (memory follows what actually arrives, never the
+        // announced length) and does not re-zero its spare capacity.
+        let want = len - payload.len();
+        let got = (&mut self.inner)
+            .take(want as u64)
+            .read_to_end(&mut payload)
+            .map_err(map_read_error)?;
+        if got < want {
+            return Err(FrameError::PayloadEof {
+                expected: len,
+                got: payload.len(),
+            });
         }
         Ok(payload)
     }
@@ -416,6 +497,30 @@ mod tests {
             reader.read_frame(),
             Err(FrameError::PayloadEof { got: 1000, .. })
         ));
+    }
+
+    #[test]
+    fn pooled_buffers_are_reused_and_bounded() {
+        let pool = Arc::new(BufferPool::new());
+        let payload = vec![7u8; 2 * BufferPool::MIN];
+        let mut data = frame_bytes(4, 1, &payload);
+        data.extend(frame_bytes(4, 1, &payload));
+        let mut reader = FrameReader::with_pool(Cursor::new(data), Arc::clone(&pool));
+        let first = reader.read_frame().map(|f| f.payload).unwrap_or_default();
+        assert_eq!(first, payload);
+        let address = first.as_ptr();
+        pool.give(first);
+        assert_eq!(pool.len(), 1);
+        let second = reader.read_frame().map(|f| f.payload).unwrap_or_default();
+        assert_eq!(second, payload);
+        assert_eq!(second.as_ptr(), address);
+        assert!(pool.is_empty());
+        pool.give(vec![0u8; 10]);
+        assert!(pool.is_empty());
+        for _ in 0..100 {
+            pool.give(Vec::with_capacity(BufferPool::MIN));
+        }
+        assert_eq!(pool.len(), BufferPool::MAX_TOTAL / BufferPool::MIN);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::codec_shim as codec;
-use crate::frame::{Frame, FrameError, FrameReader, CHANNEL_DATA};
+use crate::frame::{BufferPool, Frame, FrameError, FrameReader, CHANNEL_DATA};
 pub use queue::{GetError, Item, Queue, SharedStrConfig, StrConfig};
 
 /// The routing entry of one channel: a weak handle on its queue and its string setting.
@@ -37,12 +37,14 @@ pub enum Routed {
 /// The table `channel id -> route`.
 pub struct Router<T> {
     routes: Mutex<HashMap<i32, Route<T>>>,
+    pool: Arc<BufferPool>,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
         Router {
             routes: Mutex::new(HashMap::new()),
+            pool: Arc::new(BufferPool::new()),
         }
     }
 }
@@ -56,9 +58,15 @@ impl<T> Router<T> {
     /// Creates a queue for `channel` and routes its plain data there from now on, replacing
     /// any earlier route of that id.
     pub fn register(&self, channel: i32, strconfig: StrConfig) -> Queue<T> {
-        let queue = Queue::new(strconfig);
+        let queue = Queue::with_pool(strconfig, Arc::clone(&self.pool));
         self.routes.lock().insert(channel, queue.route());
         queue
+    }
+
+    /// The pool that the router's queues hand payload buffers back to; give it to the
+    /// [`FrameReader`] that feeds this router.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
     }
 
     /// Stops routing `channel`; returns whether it was routed. Once this returns, no further

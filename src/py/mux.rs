@@ -240,7 +240,8 @@ impl MuxPy {
         let spawned = std::thread::Builder::new()
             .name("execnet-mux-reader".into())
             .spawn(move || {
-                let mut reader = crate::frame::FrameReader::new(side);
+                let pool = Arc::clone(shared.router.pool());
+                let mut reader = crate::frame::FrameReader::with_pool(side, pool);
                 let exit = run_reader(&mut reader, &shared.router, |frame| shared.dispatch(frame));
                 drop(reader);
                 shared.finish(exit);
@@ -380,7 +381,9 @@ impl ChannelQueuePy {
         match item {
             Item::Obj(obj) => Ok(obj),
             Item::Raw { payload, strconfig } => {
-                Ok(decode_internal(py, &payload, strconfig, None)?.unbind())
+                let item = decode_internal(py, &payload, strconfig, None);
+                self.queue.recycle(payload);
+                Ok(item?.unbind())
             }
             Item::End => Err(PyEOFError::new_err(())),
         }
