@@ -748,3 +748,64 @@ def test_interpreter_exit_while_frames_arrive() -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout == "done\n"
     assert res.stderr == ""
+
+
+def test_close_write_ends_a_send_blocked_on_a_full_pipe(pipes: Pipes) -> None:
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            pipes.mux.send(4, 1, bytes(8 << 20))
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=send)
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()
+    pipes.mux.close_write()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and "closed" in str(errors[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_a_dead_object(pipes: Pipes) -> None:
+    rec = Recorder()
+    pipes.mux.start(rec.dispatch, rec.on_exit)
+    q = pipes.mux.queue(1)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code, never return into pytest
+        code = 0
+        try:
+            try:
+                pipes.mux.send(4, 1, b"")
+                code |= 1
+            except OSError as e:
+                code |= 0 if "fork" in str(e) else 2
+            if pipes.mux.is_alive():
+                code |= 4
+            if not pipes.mux.join(timeout=1):
+                code |= 8
+            try:
+                pipes.mux.queue(3)
+                code |= 16
+            except OSError:
+                pass
+            pipes.mux.close_read()
+            pipes.mux.close_write()
+            del q
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "forked child hangs"
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's Mux is unaffected.
+    assert pipes.mux.is_alive()
+    os.write(pipes.peer_w, frame(4, 1, mini_dumps(5)))
+    assert q.get(timeout=10) == 5

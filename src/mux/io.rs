@@ -249,7 +249,8 @@ impl WriteSide {
 
     /// Closes the write side: later writes fail with [`WriteError::Closed`]. A socket gets its
     /// sending direction shut down (the peer sees end of stream even though the caller keeps
-    /// its own descriptor). A writer blocked right now keeps the descriptor until it returns.
+    /// its own descriptor). A writer blocked on a full pipe right now gives up within
+    /// [`CHECK_INTERVAL`] with [`WriteError::Closed`]; it keeps the descriptor open until then.
     pub fn close(&self) {
         let fd = self.state.lock().fd.take();
         if let Some(fd) = fd {
@@ -316,7 +317,11 @@ impl WriteToken<'_> {
             let ready = poll_one(self.fd.as_fd(), PollFlags::OUT, Some(CHECK_INTERVAL))
                 .map_err(WriteError::Io)?;
             if ready.is_empty() {
+                // Not writable for a while: let Ctrl-C and `close()` end the wait.
                 check().map_err(WriteError::Interrupted)?;
+                if self.side.is_closed() {
+                    return Err(WriteError::Closed);
+                }
                 continue;
             }
             let end = buf.len().min(done + WRITE_CHUNK);
@@ -448,6 +453,25 @@ mod tests {
             writer.try_acquire::<()>(),
             Err(WriteError::Broken)
         ));
+    }
+
+    #[test]
+    fn close_ends_a_blocked_write() {
+        let (_r, w) = pipe();
+        let writer = Arc::new(WriteSide::new(w, false));
+        let closer = Arc::clone(&writer);
+        let handle = std::thread::spawn(move || {
+            let big = vec![0u8; 4 << 20];
+            match writer.acquire(&mut never()) {
+                Ok(mut token) => {
+                    matches!(token.write_all(&big, &mut never()), Err(WriteError::Closed))
+                }
+                Err(_) => false,
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        closer.close();
+        assert!(matches!(handle.join(), Ok(true)));
     }
 
     #[test]

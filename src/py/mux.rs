@@ -194,6 +194,7 @@ impl MuxPy {
 
     /// Writes one whole frame (header and payload) under the write lock.
     fn send(&self, py: Python<'_>, code: i64, channelid: i32, payload: &[u8]) -> PyResult<()> {
+        self.check_process()?;
         let code = i8::try_from(code)
             .ok()
             .filter(|c| (0..=MAX_CODE).contains(c))
@@ -226,6 +227,7 @@ impl MuxPy {
     /// Starts the reader thread. `dispatch(code, channelid, payload)` gets every frame that is
     /// not queued directly; `on_exit(exc_or_None)` is called once when the reader ends.
     fn start(&self, dispatch: Py<PyAny>, on_exit: Py<PyAny>) -> PyResult<()> {
+        self.check_process()?;
         let mut state = self.shared.state.lock();
         if *state != ReaderState::NotStarted {
             return Err(PyRuntimeError::new_err("the reader was already started"));
@@ -263,22 +265,25 @@ impl MuxPy {
 
     /// Creates the queue of `channelid` and routes its plain data there from now on.
     #[pyo3(signature = (channelid, strconfig = (true, false)))]
-    fn queue(&self, channelid: i32, strconfig: (bool, bool)) -> ChannelQueuePy {
-        ChannelQueuePy {
+    fn queue(&self, channelid: i32, strconfig: (bool, bool)) -> PyResult<ChannelQueuePy> {
+        self.check_process()?;
+        Ok(ChannelQueuePy {
             queue: self.shared.router.register(channelid, strconfig),
-        }
+        })
     }
 
     /// Stops routing `channelid`: its later data goes to `dispatch`. Queued items stay.
-    fn unroute(&self, channelid: i32) {
+    fn unroute(&self, channelid: i32) -> PyResult<()> {
+        self.check_process()?;
         self.shared.router.unroute(channelid);
+        Ok(())
     }
 
     /// Waits until the reader has finished (including `on_exit`); returns whether it has.
     /// A reader that was never started counts as finished.
     #[pyo3(signature = (timeout = None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        if self.shared.pid != std::process::id() {
+        if !self.in_owner_process() {
             return Ok(true);
         }
         if *self.shared.reader_thread.lock() == Some(std::thread::current().id()) {
@@ -308,19 +313,23 @@ impl MuxPy {
 
     /// Whether the reader thread is running.
     fn is_alive(&self) -> bool {
-        self.shared.pid == std::process::id() && *self.shared.state.lock() == ReaderState::Running
+        self.in_owner_process() && *self.shared.state.lock() == ReaderState::Running
     }
 
     /// Stops the reader (it calls `on_exit(None)` unless it already ended) and closes the read
     /// descriptor; for sockets the reading direction is shut down. Idempotent.
     fn close_read(&self) {
-        self.shared.close_read();
+        if self.in_owner_process() {
+            self.shared.close_read();
+        }
     }
 
     /// Closes the write descriptor; for sockets the sending direction is shut down, so the peer
     /// sees end of stream. Later `send()` calls raise OSError. Idempotent.
     fn close_write(&self) {
-        self.shared.writer.close();
+        if self.in_owner_process() {
+            self.shared.writer.close();
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -336,15 +345,44 @@ impl MuxPy {
     }
 
     fn __clear__(&self) {
-        let callbacks = self.shared.callbacks.lock().take();
+        // try_lock: after fork() a lock held by a parent thread stays held in the child.
+        let callbacks = self
+            .shared
+            .callbacks
+            .try_lock()
+            .and_then(|mut cb| cb.take());
         drop(callbacks);
+    }
+}
+
+impl MuxPy {
+    /// A forked child inherits the object but neither the reader thread nor a consistent
+    /// write lock; refuse instead of hanging.
+    fn check_process(&self) -> PyResult<()> {
+        if self.in_owner_process() {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err(
+                "this Mux belongs to the parent process (used after fork())",
+            ))
+        }
+    }
+}
+
+impl MuxPy {
+    fn in_owner_process(&self) -> bool {
+        self.shared.pid == std::process::id()
     }
 }
 
 impl Drop for MuxPy {
     fn drop(&mut self) {
-        self.shared.close_read();
-        self.shared.writer.close();
+        // In a forked child the locks may be held forever by threads that do not exist there;
+        // the duplicates are close-on-exec and go away with the child.
+        if self.in_owner_process() {
+            self.shared.close_read();
+            self.shared.writer.close();
+        }
     }
 }
 
