@@ -1,0 +1,346 @@
+"""Master-side IO for subprocess gateways (popen, ssh, vagrant) and proxied (``via=``) gateways.
+
+This module is also shipped as source: for ``via=`` gateways the master ``remote_exec``s it on
+the forwarding gateway, where it runs :func:`serve_proxy_io` under ``__channelexec__``. It must
+therefore stay self-contained and stdlib-only.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import struct
+import sys
+from typing import Any
+
+try:
+    from execnet.gateway_base import Message, Popen2IO
+except ImportError:  # shipped source running in an exec-bootstrapped forwarder
+    try:
+        from __main__ import Message, Popen2IO  # type: ignore[attr-defined,no-redef]
+    except ImportError:
+        Message = Popen2IO = None  # type: ignore[misc,assignment]
+
+#: The stdin one-liner every subprocess runs; the master then writes one repr'd source line.
+popen_bootstrapline = "import sys;exec(eval(sys.stdin.readline()))"
+
+#: Control requests a master sends to the forwarder of a proxied gateway.
+RIO_KILL = 1
+RIO_WAIT = 2
+RIO_REMOTEADDRESS = 3
+RIO_CLOSE_WRITE = 4
+
+_HEADER = struct.Struct("!bii")
+#: How much of ssh's stderr is kept to explain a failed connection.
+_STDERR_KEEP = 4096
+
+
+class Popen2IOMaster:
+    """Protocol IO over the stdin/stdout pipes of a child process (``subprocess.Popen``).
+
+    ``stderr_tee=True`` pipes the child's stderr through a thread that copies it to fd 2 and
+    keeps its tail in :attr:`stderr_tail` (used to explain ssh failures).
+    """
+
+    remoteaddress: str
+
+    def __init__(self, args: list[str], execmodel: Any, stderr_tee: bool = False) -> None:
+        self.execmodel = execmodel
+        subprocess = execmodel.subprocess
+        PIPE = subprocess.PIPE
+        self._stderr_chunks: list[bytes] = []
+        self.popen = subprocess.Popen(
+            args, stdin=PIPE, stdout=PIPE, stderr=PIPE if stderr_tee else None
+        )
+        self._stdin = self.popen.stdin
+        self._stdin_raw = self._stdin.raw
+        self._stdout = self.popen.stdout
+        self._stderr_done = None
+        if stderr_tee:
+            self._stderr_done = execmodel.Event()
+            execmodel.start(self._tee_stderr)
+
+    def _tee_stderr(self) -> None:
+        stream = self.popen.stderr
+        kept = 0
+        try:
+            while True:
+                data = os.read(stream.fileno(), 4096)
+                if not data:
+                    break
+                try:
+                    os.write(2, data)
+                except OSError:
+                    pass
+                self._stderr_chunks.append(data)
+                kept += len(data)
+                while kept > _STDERR_KEEP and len(self._stderr_chunks) > 1:
+                    kept -= len(self._stderr_chunks.pop(0))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._stderr_done.set()  # type: ignore[union-attr]
+
+    @property
+    def stderr_tail(self) -> str:
+        """The last few KB the child wrote to stderr (only with ``stderr_tee``)."""
+        if self._stderr_done is not None:
+            self._stderr_done.wait(1.0)
+        return b"".join(self._stderr_chunks)[-_STDERR_KEEP:].decode("utf-8", "replace")
+
+    def read(self, numbytes: int) -> bytes:
+        """Read exactly ``numbytes`` bytes from the child's stdout (EOFError if it ends)."""
+        buf = self._stdout.read(numbytes)
+        if len(buf) == numbytes:
+            return buf
+        parts = [buf]
+        got = len(buf)
+        while got < numbytes:
+            data = self._stdout.read(numbytes - got)
+            if not data:
+                raise EOFError("expected %d bytes, got %d" % (numbytes, got))
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` to the child's stdin."""
+        # Unbuffered writes: nothing is left in a buffer to be flushed (and to fail again
+        # with BrokenPipeError) when the pipe is closed or garbage-collected later.
+        view = memoryview(data)
+        while view:
+            written = self._stdin_raw.write(view)
+            view = view[written:]
+
+    def close_read(self) -> None:
+        self._stdout.close()
+
+    def close_write(self) -> None:
+        self._stdin.close()
+
+    def wait(self) -> int | None:
+        """Wait for the child to exit; its return code, or None if it cannot be waited for."""
+        try:
+            return self.popen.wait()  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def kill(self) -> None:
+        """Kill the child (SIGKILL on POSIX)."""
+        try:
+            self.popen.kill()
+        except OSError as e:
+            sys.stderr.write("ERROR killing: %s\n" % (e,))
+            sys.stderr.flush()
+
+
+def shell_split_path(path: str) -> list[str]:
+    """Split a ``python=`` value like a POSIX shell (on Windows ``\\`` first becomes ``/``)."""
+    if sys.platform.startswith("win"):
+        path = path.replace("\\", "/")
+    return shlex.split(path)
+
+
+def popen_args(spec: Any) -> list[str]:
+    """The argv of a ``popen`` child."""
+    args = shell_split_path(spec.python) if spec.python else []
+    if not args:
+        args = [sys.executable]
+    args.append("-u")
+    if spec.dont_write_bytecode:
+        args.append("-B")
+    args.extend(["-c", popen_bootstrapline])
+    return args
+
+
+def _remote_command(spec: Any) -> str:
+    remotepython = spec.python or "python"
+    return f'{remotepython} -c "{popen_bootstrapline}"'
+
+
+def ssh_args(spec: Any) -> list[str]:
+    """The argv of an ``ssh=`` gateway's ssh client."""
+    args = ["ssh", "-C"]
+    if spec.ssh_config is not None:
+        args.extend(["-F", str(spec.ssh_config)])
+    args.extend(spec.ssh.split())
+    args.append(_remote_command(spec))
+    return args
+
+
+def vagrant_ssh_args(spec: Any) -> list[str]:
+    """The argv of a ``vagrant_ssh=`` gateway."""
+    args = ["vagrant", "ssh", spec.vagrant_ssh, "--", "-C"]
+    if spec.ssh_config is not None:
+        args.extend(["-F", str(spec.ssh_config)])
+    args.append(_remote_command(spec))
+    return args
+
+
+def create_io(spec: Any, execmodel: Any) -> Any:
+    """Start the child process described by ``spec`` and return its IO object."""
+    if spec.popen:
+        args = popen_args(spec)
+        return Popen2IOMaster(args, execmodel)
+    if spec.ssh:
+        args = ssh_args(spec)
+        io = Popen2IOMaster(args, execmodel, stderr_tee=True)
+        io.remoteaddress = spec.ssh
+        return io
+    if spec.vagrant_ssh:
+        args = vagrant_ssh_args(spec)
+        io = Popen2IOMaster(args, execmodel, stderr_tee=True)
+        io.remoteaddress = spec.vagrant_ssh
+        return io
+    return None
+
+
+# --- proxied gateways -------------------------------------------------------------------------
+
+
+class ProxyIO:
+    """Master-side IO of a gateway whose process was started by another gateway (``via=``).
+
+    Protocol bytes travel as ``bytes`` items on ``proxy_channel``; process control (wait, kill,
+    remote address, closing stdin) goes through a second channel handed to the forwarder.
+    """
+
+    def __init__(self, proxy_channel: Any, execmodel: Any) -> None:
+        self.execmodel = execmodel
+        self._channel = proxy_channel
+        self._buffer = b""
+        self._controlchan = proxy_channel.gateway.newchannel()
+        self._controllock = execmodel.Lock()
+        proxy_channel.send(self._controlchan)
+
+    def read(self, numbytes: int) -> bytes:
+        """Read exactly ``numbytes`` bytes of the proxied stream (EOFError when it ends)."""
+        buf = self._buffer
+        while len(buf) < numbytes:
+            try:
+                item = self._channel.receive()
+            except EOFError:
+                self._buffer = buf
+                raise EOFError("expected %d bytes, got %d" % (numbytes, len(buf))) from None
+            except Exception as exc:
+                self._buffer = buf
+                raise EOFError(f"proxy connection ended: {exc}") from exc
+            buf += item
+        self._buffer = buf[numbytes:]
+        return buf[:numbytes]
+
+    def write(self, data: bytes) -> None:
+        self._channel.send(bytes(data))
+
+    def _controll(self, event: int) -> Any:
+        with self._controllock:
+            self._controlchan.send(event)
+            return self._controlchan.receive()
+
+    def close_read(self) -> None:
+        """Nothing to release locally; the forwarder ends the stream when the process exits."""
+
+    def close_write(self) -> None:
+        try:
+            self._controll(RIO_CLOSE_WRITE)
+        except (EOFError, OSError):
+            pass
+
+    def kill(self) -> None:
+        try:
+            self._controll(RIO_KILL)
+        except (EOFError, OSError):
+            pass
+
+    def wait(self) -> int | None:
+        try:
+            return self._controll(RIO_WAIT)  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            return None
+
+    @property
+    def remoteaddress(self) -> str:
+        address = self._controll(RIO_REMOTEADDRESS)
+        if address is None:
+            raise AttributeError("remoteaddress")
+        return address  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<RemoteIO via {self._channel.gateway.id}>"
+
+
+class PseudoSpec:
+    """A spec rebuilt from ``vars(XSpec)`` on the forwarder; missing keys read as None."""
+
+    def __init__(self, vars: dict[str, Any]) -> None:
+        self.__dict__.update(vars)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+def serve_proxy_io(proxy_channelX: Any) -> None:
+    """Forwarder side of a proxied gateway: start the process, then pump bytes both ways."""
+    execmodel = proxy_channelX.gateway.execmodel
+    log = proxy_channelX.gateway._trace
+    spec = PseudoSpec(proxy_channelX.receive())
+    # The forwarder starts the process itself: popen uses its interpreter, ssh runs from here.
+    sub_io = create_io(spec, execmodel)
+    if sub_io is None:
+        raise ValueError(f"no gateway type found for {spec._spec!r}")
+    control_chan = proxy_channelX.receive()
+    log("serve_proxy_io: got control channel", control_chan)
+
+    def process_control(data: int) -> None:
+        if data == RIO_WAIT:
+            control_chan.send(sub_io.wait())
+        elif data == RIO_KILL:
+            sub_io.kill()
+            control_chan.send(None)
+        elif data == RIO_REMOTEADDRESS:
+            control_chan.send(getattr(sub_io, "remoteaddress", None))
+        elif data == RIO_CLOSE_WRITE:
+            try:
+                sub_io.close_write()
+            except (OSError, ValueError):
+                pass
+            control_chan.send(None)
+        else:
+            raise ValueError(f"unknown proxy control request {data!r}")
+
+    def write_to_sub(data: bytes) -> None:
+        try:
+            sub_io.write(data)
+        except (OSError, ValueError):
+            # The process is gone; its EOF on stdout ends the forwarding loop below.
+            pass
+
+    control_chan.setcallback(process_control)
+    proxy_channelX.setcallback(write_to_sub)
+
+    try:
+        handshake = sub_io.read(1)
+    except EOFError:
+        return
+    if handshake != b"1":
+        raise AssertionError(repr(handshake))
+    proxy_channelX.send(handshake)
+    try:
+        while True:
+            header = sub_io.read(_HEADER.size)
+            length = _HEADER.unpack(header)[2]
+            payload = sub_io.read(length) if length else b""
+            proxy_channelX.send(header + payload)
+    except EOFError:
+        log("serve_proxy_io: EOF from proxied process")
+    finally:
+        try:
+            sub_io.close_read()
+        except (OSError, ValueError):
+            pass
+
+
+if __name__ == "__channelexec__":
+    serve_proxy_io(channel)  # type: ignore[name-defined] # noqa: F821

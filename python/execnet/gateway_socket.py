@@ -1,0 +1,105 @@
+"""Socket gateways: protocol IO over a TCP connection to an execnet socket server.
+
+The source of :class:`SocketIO` is shipped to the server together with ``gateway_base``
+(see ``gateway_bootstrap.bootstrap_socket``), so the class must only use names that exist
+there: the ``socket`` module and builtins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .gateway_bootstrap import HostNotFound
+
+
+class SocketIO:
+    """Protocol IO over a connected stream socket."""
+
+    remoteaddress: str
+
+    def __init__(self, sock, execmodel):  # type: ignore[no-untyped-def]
+        self.sock = sock
+        self.execmodel = execmodel
+        socket = execmodel.socket
+        try:
+            if sock.family == socket.AF_INET:
+                sock.setsockopt(socket.SOL_IP, socket.IP_TOS, 0x10)  # IPTOS_LOWDELAY
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            import sys
+
+            sys.stderr.write("WARNING: cannot set socketoption")
+
+    def read(self, numbytes):  # type: ignore[no-untyped-def]
+        """Read exactly ``numbytes`` bytes (EOFError when the peer closes first)."""
+        parts = []
+        got = 0
+        while got < numbytes:
+            data = self.sock.recv(numbytes - got)
+            if not data:
+                raise EOFError("expected %d bytes, got %d" % (numbytes, got))
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def write(self, data):  # type: ignore[no-untyped-def]
+        self.sock.sendall(data)
+
+    def close_read(self):  # type: ignore[no-untyped-def]
+        try:
+            self.sock.shutdown(0)
+        except OSError:
+            pass
+
+    def close_write(self):  # type: ignore[no-untyped-def]
+        try:
+            self.sock.shutdown(1)
+        except OSError:
+            pass
+
+    def wait(self):  # type: ignore[no-untyped-def]
+        pass
+
+    def kill(self):  # type: ignore[no-untyped-def]
+        pass
+
+
+def start_via(gateway: Any, hostport: tuple[str, int] | None = None) -> tuple[str, int]:
+    """Start a one-connection socket server inside ``gateway``; return where it listens."""
+    from execnet.script import socketserver
+
+    if hostport is None:
+        host, port = ("localhost", 0)
+    else:
+        host, port = hostport
+    channel = gateway.remote_exec(socketserver)
+    channel.send((host, port))
+    realhost, realport = channel.receive()
+    if not realhost or realhost == "0.0.0.0":
+        realhost = "localhost"
+    return realhost, realport
+
+
+def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
+    """Connect to the socket server named by ``spec`` (``socket=host:port`` or ``installvia=``)."""
+    assert not spec.python, "socket: specifying python executables not supported"
+    gateway_id = spec.installvia
+    if gateway_id:
+        host, port = start_via(group[gateway_id])
+    else:
+        host, _, portstr = str(spec.socket).rpartition(":")
+        port = int(portstr)
+    socket = execmodel.socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.connect((host, port))
+    except socket.gaierror:
+        sock.close()
+        raise HostNotFound() from None
+    except BaseException:
+        sock.close()
+        raise
+    io = SocketIO(sock, execmodel)
+    peer = sock.getpeername()
+    io.remoteaddress = "%s:%d" % (peer[0], peer[1])
+    return io

@@ -1,0 +1,1 @@
+"""Command-line helpers: socket servers and a remote shell demo."""
