@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,101 +20,12 @@ from typing import Any
 import pytest
 
 from execnet import _core
+from execnet.gateway_base import dumps_internal as dumps
+from execnet.gateway_base import loads_internal as loads
 
 HEADER = struct.Struct("!bii")
 CHANNEL_DATA = 4
 CHANNEL_CLOSE = 5
-
-
-# --- a minimal internal-format codec for the values these tests send -------------------------
-
-
-def mini_dumps(obj: object) -> bytes:
-    def enc(o: object) -> bytes:
-        if o is None:
-            return b"L"
-        if o is True:
-            return b"R"
-        if o is False:
-            return b"C"
-        if isinstance(o, int):
-            return b"F" + struct.pack("!i", o)
-        if isinstance(o, float):
-            return b"D" + struct.pack("!d", o)
-        if isinstance(o, str):
-            data = o.encode()
-            return b"N" + struct.pack("!i", len(data)) + data
-        if isinstance(o, bytes):
-            return b"A" + struct.pack("!i", len(o)) + o
-        if isinstance(o, tuple):
-            return b"".join(enc(x) for x in o) + b"@" + struct.pack("!i", len(o))
-        raise TypeError(o)
-
-    return enc(obj) + b"Q"
-
-
-def mini_loads(
-    data: bytes, channelfactory: object = None, strconfig: tuple[bool, bool] | None = None
-) -> object:
-    py3str_as_py2str = bool(strconfig and strconfig[1])
-    stack: list[object] = []
-    pos = 0
-
-    def int4() -> int:
-        nonlocal pos
-        (value,) = struct.unpack_from("!i", data, pos)
-        pos += 4
-        return int(value)
-
-    while True:
-        op = data[pos : pos + 1]
-        pos += 1
-        if op == b"Q":
-            assert len(stack) == 1
-            return stack[0]
-        if op == b"L":
-            stack.append(None)
-        elif op == b"R":
-            stack.append(True)
-        elif op == b"C":
-            stack.append(False)
-        elif op == b"F":
-            stack.append(int4())
-        elif op == b"D":
-            stack.append(struct.unpack_from("!d", data, pos)[0])
-            pos += 8
-        elif op in (b"N", b"A"):
-            n = int4()
-            raw = data[pos : pos + n]
-            pos += n
-            stack.append(raw if op == b"A" or py3str_as_py2str else raw.decode())
-        elif op == b"@":
-            n = int4()
-            items = tuple(stack[len(stack) - n :]) if n else ()
-            del stack[len(stack) - n :]
-            stack.append(items)
-        elif op == b"B":
-            stack.append(("channel", int4()))
-        else:
-            raise ValueError(f"mini_loads: opcode {op!r}")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def loads_internal_available() -> Iterator[None]:
-    """Raw items are decoded by `execnet.gateway_base.loads_internal`; provide a stand-in when
-    the real module is not importable in this tree."""
-    try:
-        import execnet.gateway_base  # noqa: F401
-
-        yield
-    except ImportError:
-        stub = types.ModuleType("execnet.gateway_base")
-        stub.loads_internal = mini_loads  # type: ignore[attr-defined]
-        sys.modules["execnet.gateway_base"] = stub
-        try:
-            yield
-        finally:
-            del sys.modules["execnet.gateway_base"]
 
 
 def frame(code: int, channel: int, payload: bytes = b"") -> bytes:
@@ -320,7 +230,7 @@ def test_routed_and_dispatched_frames_keep_wire_order(pipes: Pipes) -> None:
     def handler(code: int, channel: int, payload: bytes) -> None:
         assert channel == 1
         if code == CHANNEL_DATA:
-            q.put(("dispatched", mini_loads(payload)))
+            q.put(("dispatched", payload))
         elif code == CHANNEL_CLOSE:
             q.put(end)
 
@@ -328,16 +238,16 @@ def test_routed_and_dispatched_frames_keep_wire_order(pipes: Pipes) -> None:
     pipes.mux.start(rec.dispatch, rec.on_exit)
     stream = b"".join(
         [
-            frame(4, 1, mini_dumps(1)),
-            frame(4, 1, mini_dumps("two")),
+            frame(4, 1, dumps(1)),
+            frame(4, 1, dumps("two")),
             frame(4, 1, b"B\x00\x00\x00\x03Q"),  # a channel reference: needs Python
-            frame(4, 1, mini_dumps((3, b"\xff", None, 1.5))),
+            frame(4, 1, dumps((3, b"\xff", None, 1.5))),
             frame(5, 1),
         ]
     )
     os.write(pipes.peer_w, stream)
     got = [q.get(timeout=10) for _ in range(5)]
-    assert got == [1, "two", ("dispatched", ("channel", 3)), (3, b"\xff", None, 1.5), end]
+    assert got == [1, "two", ("dispatched", b"B\x00\x00\x00\x03Q"), (3, b"\xff", None, 1.5), end]
     assert [c for c, _, _ in rec.frames] == [4, 5]
     assert q.empty() and q.qsize() == 0
 
@@ -348,22 +258,22 @@ def test_unrouted_and_unknown_channels_go_to_dispatch(pipes: Pipes) -> None:
     pipes.mux.unroute(3)
     pipes.mux.unroute(99)  # never routed: no error
     pipes.mux.start(rec.dispatch, rec.on_exit)
-    os.write(pipes.peer_w, frame(4, 3, mini_dumps(1)) + frame(4, 5, mini_dumps(2)) + frame(0, 7))
+    os.write(pipes.peer_w, frame(4, 3, dumps(1)) + frame(4, 5, dumps(2)) + frame(0, 7))
     os.close(pipes.peer_w)
     assert rec.exited.wait(10)
-    assert rec.frames == [(4, 3, mini_dumps(1)), (4, 5, mini_dumps(2)), (0, 7, b"")]
+    assert rec.frames == [(4, 3, dumps(1)), (4, 5, dumps(2)), (0, 7, b"")]
     assert q.empty()
 
 
 def test_unroute_while_data_flows_keeps_order(pipes: Pipes) -> None:
     n = 20000
     q = pipes.mux.queue(1)
-    rec = Recorder(lambda code, ch, payload: q.put(mini_loads(payload)))
+    rec = Recorder(lambda code, ch, payload: q.put(loads(payload)))
     pipes.mux.start(rec.dispatch, rec.on_exit)
 
     def peer() -> None:
         for i in range(0, n, 100):
-            os.write(pipes.peer_w, b"".join(frame(4, 1, mini_dumps(j)) for j in range(i, i + 100)))
+            os.write(pipes.peer_w, b"".join(frame(4, 1, dumps(j)) for j in range(i, i + 100)))
 
     t = threading.Thread(target=peer)
     t.start()
@@ -381,11 +291,11 @@ def test_strconfig_applies_to_items_arriving_after_the_change(pipes: Pipes) -> N
     assert q.strconfig == (True, False)
     rec = Recorder()
     pipes.mux.start(rec.dispatch, rec.on_exit)
-    os.write(pipes.peer_w, frame(4, 1, mini_dumps("a")))
+    os.write(pipes.peer_w, frame(4, 1, dumps("a")))
     assert q.get(timeout=10) == "a"
     q.strconfig = (False, True)
     assert q.strconfig == (False, True)
-    os.write(pipes.peer_w, frame(4, 1, mini_dumps("b")))
+    os.write(pipes.peer_w, frame(4, 1, dumps("b")))
     assert q.get(timeout=10) == b"b"
 
 
@@ -397,7 +307,7 @@ def test_large_payloads_through_queue(pipes: Pipes) -> None:
 
     def peer() -> None:
         for blob in blobs:
-            os.write(pipes.peer_w, frame(4, 1, mini_dumps(blob)))
+            os.write(pipes.peer_w, frame(4, 1, dumps(blob)))
 
     t = threading.Thread(target=peer)
     t.start()
@@ -807,5 +717,5 @@ def test_forked_child_gets_a_dead_object(pipes: Pipes) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent's Mux is unaffected.
     assert pipes.mux.is_alive()
-    os.write(pipes.peer_w, frame(4, 1, mini_dumps(5)))
+    os.write(pipes.peer_w, frame(4, 1, dumps(5)))
     assert q.get(timeout=10) == 5
