@@ -15,9 +15,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from execnet import _core
 from execnet.gateway_base import dumps_internal as dumps
@@ -719,3 +721,79 @@ def test_forked_child_gets_a_dead_object(pipes: Pipes) -> None:
     assert pipes.mux.is_alive()
     os.write(pipes.peer_w, frame(4, 1, dumps(5)))
     assert q.get(timeout=10) == 5
+
+
+class Dispatched(NamedTuple):
+    code: int
+    value: object
+
+
+simple_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**31), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=300),
+    lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(st.sampled_from([0, 1, 3, 4, 4, 4, 5, 6, 7]), st.integers(1, 4), simple_values),
+        max_size=40,
+    ),
+    routed=st.sets(st.integers(1, 4)),
+)
+def test_every_frame_arrives_once_in_wire_order(
+    frames: list[tuple[int, int, object]], routed: set[int]
+) -> None:
+    """Random streams: each channel's items come out of its queue (routed) or dispatch in
+    exactly the order they were written."""
+    p = Pipes()
+    try:
+        queues = {ch: p.mux.queue(ch) for ch in routed}
+        dispatched: dict[int, list[Dispatched]] = {ch: [] for ch in range(1, 5)}
+
+        def handler(code: int, channel: int, payload: bytes) -> None:
+            item = Dispatched(code, loads(payload) if code == CHANNEL_DATA else payload)
+            if channel in queues:
+                queues[channel].put(item)
+            else:
+                dispatched[channel].append(item)
+
+        rec = Recorder(handler)
+        p.mux.start(rec.dispatch, rec.on_exit)
+        expected: dict[int, list[object]] = {ch: [] for ch in range(1, 5)}
+        stream = b""
+        for code, channel, value in frames:
+            payload = dumps(value) if code == CHANNEL_DATA else b""
+            stream += frame(code, channel, payload)
+            expected[channel].append((code, value if code == CHANNEL_DATA else b""))
+        writer = threading.Thread(target=os.write, args=(p.peer_w, stream))
+        writer.start()
+        for ch in range(1, 5):
+            if ch in queues:
+                got = []
+                for _ in expected[ch]:
+                    item = queues[ch].get(timeout=10)
+                    # Routed plain data arrives decoded, without the dispatch wrapper.
+                    if isinstance(item, Dispatched):
+                        got.append((item.code, item.value))
+                    else:
+                        got.append((CHANNEL_DATA, item))
+                assert got == expected[ch]
+                assert queues[ch].empty()
+        writer.join()
+        os.close(p.peer_w)
+        assert rec.exited.wait(10)
+        for ch in range(1, 5):
+            if ch not in queues:
+                assert [(d.code, d.value) for d in dispatched[ch]] == expected[ch]
+        assert len(rec.exits) == 1 and isinstance(rec.exits[0], EOFError)
+    finally:
+        p.close()
+        assert p.mux.join(timeout=10)
