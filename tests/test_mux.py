@@ -633,6 +633,35 @@ def test_interpreter_exit_with_blocked_reader() -> None:
     assert res.stderr == ""
 
 
+def test_interpreter_exit_with_daemon_threads_inside_the_mux() -> None:
+    # Daemon threads blocked in get(), join() and a send() on a busy pipe (the Mux reads its
+    # own frames back) while the interpreter finalizes.
+    for _ in range(3):
+        res = _run(
+            """
+            import os, threading, time
+            from execnet import _core
+            r, w = os.pipe()
+            mux = _core.Mux(r, w)
+            got = []
+            mux.start(lambda *a: got.append(a), lambda e: got.append(e))
+            queues = [mux.queue(i) for i in range(4)]
+            for q in queues:
+                threading.Thread(target=q.get, daemon=True).start()
+            threading.Thread(target=mux.join, daemon=True).start()
+            def sender():
+                while True:
+                    mux.send(4, 1, b"x" * 100000)
+            threading.Thread(target=sender, daemon=True).start()
+            time.sleep(0.05)
+            print("up", flush=True)
+            """
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == "up\n"
+        assert res.stderr == ""
+
+
 def test_interpreter_exit_while_frames_arrive() -> None:
     # A peer process keeps writing while the interpreter finalizes: the reader must give up
     # quietly when it can no longer call into Python.
