@@ -324,3 +324,51 @@ def test_thread_model_runs_concurrent_execs_in_parallel(gw: Gateway) -> None:
     assert ch2.receive(TIMEOUT) is False
     ch1.send(None)
     ch1.waitclose(TIMEOUT)
+
+
+def _gevent_path() -> str | None:
+    side = Path(__file__).resolve().parent.parent / ".side" / "gevent"
+    if (side / "gevent").is_dir():
+        return str(side)
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        return None
+    return ""
+
+
+@pytest.mark.skipif(
+    _gevent_path() is None, reason="gevent not available (pip install --target .side/gevent gevent)"
+)
+def test_gevent_worker_serves_and_exits_cleanly() -> None:
+    import subprocess
+
+    script = textwrap.dedent(
+        """
+        import execnet
+        from execnet import gateway_base
+        gw = execnet.makegateway("popen//execmodel=gevent")
+        assert gw.remote_status().execmodel == "gevent"
+        ch = gw.remote_exec("channel.send(channel.receive() + 1)")
+        ch.send(41)
+        assert ch.receive(10) == 42
+        ch = gw.remote_exec("raise ValueError('g')")
+        try:
+            ch.receive(10)
+        except execnet.RemoteError as e:
+            assert "ValueError: g" in str(e)
+        gw.exit()
+        gw.join(10)
+        print("rc", gw._io.wait())
+        """
+    )
+    env = dict(os.environ)
+    extra = _gevent_path()
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    # upstream 2.1.2's gevent workers exited with status 120 (FileObjectThread at shutdown)
+    assert out.stdout == "rc 0\n"

@@ -728,3 +728,181 @@ def test_standalone_worker_exits_on_stdin_eof_while_busy() -> None:
     assert time.monotonic() - start < 5
     gw.join(10)
     assert not gw._receivepool.active_count()
+
+
+# ---------------------------------------------------------------------------------------------
+# interoperability with upstream execnet 2.1.2 (a test peer in .side/, used from subprocesses)
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+UPSTREAM_DIR = REPO / ".side" / "upstream-2.1.2"
+OURS_DIR = Path(execnet.__file__).resolve().parent.parent
+
+
+def ensure_upstream() -> Path:
+    """Install upstream execnet 2.1.2 into the side folder once (skip if that fails)."""
+    if (UPSTREAM_DIR / "execnet" / "gateway_base.py").exists():
+        return UPSTREAM_DIR
+    import fcntl
+    import shutil
+    import tempfile
+
+    UPSTREAM_DIR.parent.mkdir(exist_ok=True)
+    with open(UPSTREAM_DIR.parent / "upstream-2.1.2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (UPSTREAM_DIR / "execnet" / "gateway_base.py").exists():
+            return UPSTREAM_DIR
+        tmp = Path(tempfile.mkdtemp(prefix="upstream-", dir=UPSTREAM_DIR.parent))
+        try:
+            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+            cmd += ["--disable-pip-version-check", "--target", str(tmp), "execnet==2.1.2"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+            if proc.returncode != 0:
+                pytest.skip(f"cannot install upstream execnet: {proc.stderr[-500:]}")
+            os.rename(tmp, UPSTREAM_DIR)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return UPSTREAM_DIR
+
+
+CORPUS = (
+    "[None, True, False, 0, -1, 2**31 - 1, -(2**31), 2**31, 10**30, 1.5, float('inf'), 2 - 3j,"
+    " '', 'text', 'ünï ✓', b'', b'\\x00\\xff', [], [1, [2]], (), (1, (), 3), {}, {'a': {1: (2,)}},"
+    " {(1, 2): frozenset([3])}, set(), frozenset()]"
+)
+
+
+@pytest.mark.upstream
+def test_codec_bytes_match_upstream() -> None:
+    upstream = ensure_upstream()
+    code = (
+        f"import sys; sys.path.insert(0, {str(upstream)!r}); import execnet\n"
+        "from execnet import gateway_base as g\n"
+        f"corpus = {CORPUS}\n"
+        "out = [g.dumps_internal(x) for x in corpus] + [execnet.dumps(x) for x in corpus]\n"
+        "sys.stdout.write(repr(out))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    theirs = eval(out.stdout)
+    corpus = eval(CORPUS)
+    ours = [gb.dumps_internal(x) for x in corpus] + [gb.dumps(x) for x in corpus]
+    assert ours == theirs
+    assert [pure_dumps_internal(x) for x in corpus] == theirs[: len(corpus)]
+    assert [gb.loads(b) for b in theirs[len(corpus) :]] == corpus
+
+
+SESSION = """
+import sys
+master_dir, worker_dir = sys.argv[1], sys.argv[2]
+sys.path.insert(0, master_dir)
+import execnet
+from execnet import gateway, gateway_io
+from execnet.gateway_base import get_execmodel
+from execnet.xspec import XSpec
+
+boot = (
+    "import sys; sys.path.insert(0, %r)\\n"
+    "from execnet.gateway_base import serve, init_popen_io, get_execmodel\\n"
+    "sys.stdout.write('1'); sys.stdout.flush()\\n"
+    "serve(init_popen_io(get_execmodel('thread')), id='peer-worker')\\n" % worker_dir
+)
+io = gateway_io.Popen2IOMaster([sys.executable, "-u", "-c", boot], get_execmodel("thread"))
+assert io.read(1) == b"1"
+gw = gateway.Gateway(io, XSpec("popen//id=peer"))
+group = execnet.Group()
+group._register(gw)
+
+ch = gw.remote_exec("import execnet; channel.send(execnet.gateway_base.__file__)")
+worker_file = ch.receive(10)
+assert worker_file.startswith(worker_dir), worker_file
+
+ch = gw.remote_exec("while 1:\\n    x = channel.receive()\\n    channel.send(x)")
+for value in [1, "s", b"b", [1, (2, {3: None})], 2**70, 1.5j, {frozenset([1])}]:
+    ch.send(value)
+    assert ch.receive(10) == value, value
+sub = gw.newchannel()
+ch.send(sub)
+assert ch.receive(10) is sub
+
+def f(channel, n):
+    channel.send(n * 2)
+
+results = []
+c = gw.remote_exec("for i in range(3): channel.send(i)")
+c.setcallback(results.append, endmarker="END")
+c.waitclose(10)
+
+err = gw.remote_exec("raise ValueError('peer')")
+try:
+    err.receive(10)
+except execnet.RemoteError as e:
+    assert "ValueError: peer" in str(e)
+else:
+    raise AssertionError("no RemoteError")
+
+status = gw.remote_status()
+assert status.execmodel == "thread", status
+info = gw._rinfo()
+assert info.executable == sys.executable
+gw.reconfigure(py3str_as_py2str=True)
+assert gw.remote_exec("channel.send('x')").receive(10) == b"x"
+gw.exit()
+gw.join(10)
+import time
+deadline = time.time() + 10
+while results[-1:] != ["END"] and time.time() < deadline:
+    time.sleep(0.01)
+assert results == [0, 1, 2, "END"], results
+print("session ok", io.wait())
+"""
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("direction", ["upstream-master/our-worker", "our-master/upstream-worker"])
+def test_session_with_upstream_peer(direction: str) -> None:
+    upstream = ensure_upstream()
+    if direction.startswith("upstream-master"):
+        master_dir, worker_dir = upstream, OURS_DIR
+    else:
+        master_dir, worker_dir = OURS_DIR, upstream
+    out = subprocess.run(
+        [sys.executable, "-c", SESSION, str(master_dir), str(worker_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "session ok 0\n"
+    assert out.stderr == ""
+
+
+class TrapIO:
+    """Drops the last reference to a live channel in the middle of writing a frame."""
+
+    execmodel = gb.get_execmodel("thread")
+
+    def __init__(self) -> None:
+        self.out = BytesIO()
+        self.victim: object = None
+
+    def write(self, data: bytes) -> None:
+        half = len(data) // 2
+        self.out.write(data[:half])
+        self.victim = None  # Channel.__del__ runs here, on this thread
+        self.out.write(data[half:])
+
+
+def test_channel_gc_during_a_write_does_not_interleave_frames() -> None:
+    io = TrapIO()
+    gw = gb.BaseGateway(io, "trap", _startcount=1)  # type: ignore[arg-type]
+    io.victim = gw.newchannel()
+    gw._send(gb.Message.CHANNEL_DATA, 7, gb.dumps_internal("payload"))
+    stream = BytesIO(io.out.getvalue())
+    first = gb.Message.from_io(stream)
+    second = gb.Message.from_io(stream)
+    assert (first.msgcode, first.channelid, gb.loads_internal(first.data)) == (4, 7, "payload")
+    assert (second.msgcode, second.channelid, second.data) == (gb.Message.CHANNEL_CLOSE, 1, b"")
+    assert stream.read() == b""

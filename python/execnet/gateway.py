@@ -25,7 +25,7 @@ class Gateway(BaseGateway):
 
     def __init__(self, io: IO, spec: XSpec) -> None:
         """Private: gateways are made by ``makegateway``."""
-        super().__init__(io=io, id=spec.id, _startcount=1)
+        super().__init__(io=io, id=spec.id, _startcount=1)  # type: ignore[arg-type]  # set by Group
         self.spec = spec
         self._initreceive()
 
@@ -192,8 +192,8 @@ def _source_of_function(function: types.FunctionType | Callable[..., Any]) -> st
     if not args or args[0] != "channel":
         raise ValueError("expected first function argument to be `channel`")
 
-    closure = function.__closure__  # type: ignore[union-attr]
-    codeobj = function.__code__  # type: ignore[union-attr]
+    closure = function.__closure__
+    codeobj = function.__code__
 
     if closure is not None:
         raise ValueError("functions with closures can't be passed")

@@ -920,7 +920,8 @@ class Channel:
                 else:
                     msgcode = Message.CHANNEL_CLOSE
                 try:
-                    self.gateway._send(msgcode, self.id)
+                    send = getattr(self.gateway, "_send_deferrable", self.gateway._send)
+                    send(msgcode, self.id)
                 except (OSError, ValueError):
                     pass
         except Exception:
@@ -1229,6 +1230,8 @@ class BaseGateway:
         self._receivepool = WorkerPool(self.execmodel)
         self._error: BaseException | None = None
         self._sendlock = self.execmodel.Lock()
+        self._send_depth = 0
+        self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
 
     def _trace(self, *msg: object) -> None:
@@ -1305,11 +1308,34 @@ class BaseGateway:
         message = Message(msgcode, channelid, data)
         try:
             with self._sendlock:
-                message.to_io(self._io)
+                self._send_depth += 1
+                try:
+                    message.to_io(self._io)
+                    deferred = self._deferred_sends
+                    while deferred:
+                        deferred.pop(0).to_io(self._io)
+                finally:
+                    self._send_depth -= 1
             self._trace("sent", message)
         except (OSError, ValueError) as e:
             self._trace("failed to send", message, e)
             raise OSError("cannot send (already closed?)") from e
+
+    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
+        """Send, or queue behind the frame this thread is writing right now.
+
+        Used by ``Channel.__del__``: garbage collection can run it in the middle of a write
+        by the same thread, where a nested frame would corrupt the stream.
+        """
+        lock = self._sendlock
+        if lock.acquire(False):
+            try:
+                if self._send_depth:
+                    self._deferred_sends.append(Message(msgcode, channelid))
+                    return
+            finally:
+                lock.release()
+        self._send(msgcode, channelid)
 
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         channel.close("execution disallowed")
@@ -1463,6 +1489,14 @@ COMPLEX_FORMAT_SIZE = struct.calcsize(COMPLEX_FORMAT)
 
 DUMPFORMAT_VERSION = b"\x02"
 
+_INT4 = struct.Struct("!i")
+_pack_int4 = _INT4.pack
+_unpack_int4 = _INT4.unpack
+_pack_float = struct.Struct(FLOAT_FORMAT).pack
+_unpack_float = struct.Struct(FLOAT_FORMAT).unpack
+_pack_complex = struct.Struct(COMPLEX_FORMAT).pack
+_unpack_complex = struct.Struct(COMPLEX_FORMAT).unpack
+
 
 def bchr(n: int) -> bytes:
     """The single byte with value ``n``."""
@@ -1528,17 +1562,18 @@ class Unserializer:
         if strconfig:
             self.py2str_as_py3str, self.py3str_as_py2str = strconfig
         self.stream = stream
+        self._read = stream.read
         self.channelfactory = factory
         self.stack: list[Any] = []
 
     def load(self, versioned: bool = False) -> Any:
         """Decode and return the object (reading the version byte first if ``versioned``)."""
+        read = self._read
         if versioned:
-            ver = self.stream.read(1)
+            ver = read(1)
             if ver != DUMPFORMAT_VERSION:
                 raise LoadError("wrong dumpformat version %r" % ver)
         self.stack = []
-        read = self.stream.read
         num2func = self.num2func
         try:
             while True:
@@ -1556,20 +1591,20 @@ class Unserializer:
             return self.stack.pop(0)
 
     def _read_int4(self) -> int:
-        return struct.unpack("!i", self.stream.read(4))[0]  # type: ignore[no-any-return]
+        return _unpack_int4(self._read(4))[0]  # type: ignore[no-any-return]
 
     def _read_byte_string(self) -> bytes:
-        length = self._read_int4()
-        return self.stream.read(length)
+        return self._read(_unpack_int4(self._read(4))[0])
 
     def _load_collection(self, factory: Callable[[list[Any]], Any]) -> None:
-        num = self._read_int4()
+        num = _unpack_int4(self._read(4))[0]
+        stack = self.stack
         if num:
-            items = self.stack[-num:]
-            del self.stack[-num:]
+            items = stack[-num:]
+            del stack[-num:]
         else:
             items = []
-        self.stack.append(factory(items))
+        stack.append(factory(items))
 
     def load_none(self) -> None:
         self.stack.append(None)
@@ -1581,7 +1616,7 @@ class Unserializer:
         self.stack.append(False)
 
     def load_int(self) -> None:
-        self.stack.append(self._read_int4())
+        self.stack.append(_unpack_int4(self._read(4))[0])
 
     def load_longint(self) -> None:
         self.stack.append(int(self._read_byte_string()))
@@ -1590,10 +1625,10 @@ class Unserializer:
     load_longlong = load_longint
 
     def load_float(self) -> None:
-        self.stack.append(struct.unpack(FLOAT_FORMAT, self.stream.read(FLOAT_FORMAT_SIZE))[0])
+        self.stack.append(_unpack_float(self._read(FLOAT_FORMAT_SIZE))[0])
 
     def load_complex(self) -> None:
-        real, imag = struct.unpack(COMPLEX_FORMAT, self.stream.read(COMPLEX_FORMAT_SIZE))
+        real, imag = _unpack_complex(self._read(COMPLEX_FORMAT_SIZE))
         self.stack.append(complex(real, imag))
 
     def load_py2string(self) -> None:
@@ -1615,15 +1650,16 @@ class Unserializer:
         self.stack.append(self._read_byte_string())
 
     def load_newlist(self) -> None:
-        length = self._read_int4()
+        length = _unpack_int4(self._read(4))[0]
         self.stack.append([None] * length)
 
     def load_setitem(self) -> None:
-        if len(self.stack) < 3:
+        stack = self.stack
+        if len(stack) < 3:
             raise LoadError("not enough items for setitem")
-        value = self.stack.pop()
-        key = self.stack.pop()
-        self.stack[-1][key] = value
+        value = stack.pop()
+        key = stack.pop()
+        stack[-1][key] = value
 
     def load_newdict(self) -> None:
         self.stack.append({})
@@ -1638,7 +1674,7 @@ class Unserializer:
         self._load_collection(frozenset)
 
     def load_channel(self) -> None:
-        id = self._read_int4()
+        id = _unpack_int4(self._read(4))[0]
         if self.channelfactory is None:
             raise AssertionError("no channel factory to resolve channel %d" % id)
         self.stack.append(self.channelfactory.new(id))
@@ -1698,76 +1734,72 @@ class _Serializer:
         self._write(opcode.TRUE if boolean else opcode.FALSE)
 
     def save_bytes(self, bytes_: bytes) -> None:
-        self._write(opcode.BYTES)
-        self._write_byte_sequence(bytes_)
+        self._write(opcode.BYTES + self._length(len(bytes_), "string is too long"))
+        self._write(bytes_)
 
     def save_str(self, s: str) -> None:
         try:
             data = s.encode("utf-8")
         except UnicodeEncodeError:
             raise DumpError("strings must be utf-8 encodable") from None
-        self._write(opcode.PY3STRING)
-        self._write_byte_sequence(data)
+        self._write(opcode.PY3STRING + self._length(len(data), "string is too long") + data)
 
-    def _write_byte_sequence(self, bytes_: bytes) -> None:
-        self._write_int4(len(bytes_), "string is too long")
-        self._write(bytes_)
+    @staticmethod
+    def _length(n: int, error: str) -> bytes:
+        if n > FOUR_BYTE_INT_MAX:
+            raise DumpError(error)
+        return _pack_int4(n)
 
-    def _save_integral(self, i: int, short_op: bytes, long_op: bytes) -> None:
+    def save_int(self, i: int) -> None:
         # Ints outside the int4 range use the decimal form. Upstream only checks the upper
         # bound and raises struct.error below -2**31; the decimal form decodes everywhere.
         if _FOUR_BYTE_INT_MIN <= i <= FOUR_BYTE_INT_MAX:
-            self._write(short_op)
-            self._write(struct.pack("!i", i))
+            self._write(opcode.INT + _pack_int4(i))
         else:
-            self._write(long_op)
-            self._write_byte_sequence(str(i).rstrip("L").encode("ascii"))
-
-    def save_int(self, i: int) -> None:
-        self._save_integral(i, opcode.INT, opcode.LONGINT)
+            digits = str(i).encode("ascii")
+            self._write(opcode.LONGINT + self._length(len(digits), "string is too long") + digits)
 
     def save_float(self, flt: float) -> None:
-        self._write(opcode.FLOAT)
-        self._write(struct.pack(FLOAT_FORMAT, flt))
+        self._write(opcode.FLOAT + _pack_float(flt))
 
     def save_complex(self, cpx: complex) -> None:
-        self._write(opcode.COMPLEX)
-        self._write(struct.pack(COMPLEX_FORMAT, cpx.real, cpx.imag))
+        self._write(opcode.COMPLEX + _pack_complex(cpx.real, cpx.imag))
 
     def _write_int4(
         self, i: int, error: str = "int must be less than %i" % FOUR_BYTE_INT_MAX
     ) -> None:
-        if i > FOUR_BYTE_INT_MAX:
-            raise DumpError(error)
-        self._write(struct.pack("!i", i))
+        self._write(self._length(i, error))
 
     def save_list(self, L: list[Any]) -> None:
-        self._write(opcode.NEWLIST)
-        self._write_int4(len(L), "list is too long")
+        write = self._write
+        save = self._save
+        write(opcode.NEWLIST + self._length(len(L), "list is too long"))
         for i, item in enumerate(L):
-            self._write_setitem(i, item)
-
-    def _write_setitem(self, key: object, value: object) -> None:
-        self._save(key)
-        self._save(value)
-        self._write(opcode.SETITEM)
+            # the index is written as INT directly: lists never reach 2**31 items
+            write(opcode.INT + _pack_int4(i))
+            save(item)
+            write(opcode.SETITEM)
 
     def save_dict(self, d: dict[Any, Any]) -> None:
-        self._write(opcode.NEWDICT)
+        write = self._write
+        save = self._save
+        write(opcode.NEWDICT)
         for key, value in d.items():
-            self._write_setitem(key, value)
+            save(key)
+            save(value)
+            write(opcode.SETITEM)
 
     def save_tuple(self, tup: tuple[Any, ...]) -> None:
+        save = self._save
         for item in tup:
-            self._save(item)
-        self._write(opcode.BUILDTUPLE)
-        self._write_int4(len(tup), "tuple is too long")
+            save(item)
+        self._write(opcode.BUILDTUPLE + self._length(len(tup), "tuple is too long"))
 
     def _write_set(self, s: set[Any] | frozenset[Any], op: bytes) -> None:
+        save = self._save
         for item in s:
-            self._save(item)
-        self._write(op)
-        self._write_int4(len(s), "set is too long")
+            save(item)
+        self._write(op + self._length(len(s), "set is too long"))
 
     def save_set(self, s: set[Any]) -> None:
         self._write_set(s, opcode.SET)
@@ -1776,8 +1808,7 @@ class _Serializer:
         self._write_set(s, opcode.FROZENSET)
 
     def save_Channel(self, channel: Channel) -> None:
-        self._write(opcode.CHANNEL)
-        self._write_int4(channel.id)
+        self._write(opcode.CHANNEL + _pack_int4(channel.id))
 
 
 def _load_native_codec() -> Any:
