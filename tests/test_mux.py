@@ -826,3 +826,41 @@ def test_every_frame_arrives_once_in_wire_order(
     finally:
         p.close()
         assert p.mux.join(timeout=10)
+
+
+def test_socket_with_python_timeout_is_non_blocking_underneath() -> None:
+    # settimeout() puts the descriptor in O_NONBLOCK mode; the Mux shares that file description
+    # and must cope with EAGAIN on both reads and writes.
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    b.settimeout(30)
+    try:
+        mux = _core.Mux(a.fileno(), a.fileno())
+        q = mux.queue(1)
+        rec = Recorder()
+        mux.start(rec.dispatch, rec.on_exit)
+        time.sleep(0.1)  # the reader is now waiting on an empty non-blocking socket
+        b.sendall(frame(4, 1, dumps("slow")))
+        assert q.get(timeout=10) == "slow"
+
+        big = os.urandom(8 << 20)  # far more than the socket buffer: EAGAIN while writing
+        got = bytearray()
+
+        def peer() -> None:
+            need = HEADER.size + len(big)
+            while len(got) < need:
+                got.extend(b.recv(min(need - len(got), 1 << 20)))
+
+        t = threading.Thread(target=peer)
+        t.start()
+        time.sleep(0.1)
+        mux.send(4, 1, big)
+        t.join(timeout=30)
+        assert bytes(got) == HEADER.pack(4, 1, len(big)) + big
+        mux.close_read()
+        mux.close_write()
+        assert mux.join(timeout=10)
+        assert rec.exits == [None]
+    finally:
+        a.close()
+        b.close()
