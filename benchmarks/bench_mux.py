@@ -123,6 +123,60 @@ def run_mux(kind: str, count: int) -> Timer:
     return timer
 
 
+def run_mux_callback(count: int, loads: Callable[..., object]) -> Timer:
+    """Every frame through `dispatch` (a channel with a callback, as pytest-xdist uses)."""
+    proc = start_writer("small", count)
+    assert proc.stdout is not None
+    r, w = os.pipe()
+    mux = _core.Mux(proc.stdout.fileno(), w)
+    proc.stdout.close()
+    os.close(r)
+    os.close(w)
+    items: list[object] = []
+    first = threading.Event()
+    done = threading.Event()
+
+    def dispatch(code: int, channel: int, payload: bytes) -> None:
+        items.append(loads(payload, None, (True, False)))
+        first.set()
+
+    mux.start(dispatch, lambda exc: done.set())
+    first.wait()
+    with Timer() as timer:
+        done.wait()
+    assert len(items) == count
+    proc.wait()
+    return timer
+
+
+def run_python_callback(count: int, loads: Callable[..., object]) -> Timer:
+    proc = start_writer("small", count)
+    assert proc.stdout is not None
+    stream = proc.stdout
+    items: list[object] = []
+    first = threading.Event()
+
+    def reader() -> None:
+        read = stream.read
+        while True:
+            header = read(9)
+            if len(header) < 9:
+                return
+            _code, _channel, n = HEADER.unpack(header)
+            items.append(loads(read(n), None, (True, False)))
+            first.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    first.wait()
+    with Timer() as timer:
+        t.join()
+    assert len(items) == count
+    proc.wait()
+    stream.close()
+    return timer
+
+
 def run_python(kind: str, count: int, loads: Callable[..., object]) -> Timer:
     proc = start_writer(kind, count)
     assert proc.stdout is not None
@@ -226,6 +280,13 @@ def main() -> None:
         "frames",
         best(lambda: run_mux("small", small), repeat),
         best(lambda: run_python("small", small, loads), repeat),
+    )
+    record(
+        "small tuples to a callback",
+        small,
+        "frames",
+        best(lambda: run_mux_callback(small, loads), repeat),
+        best(lambda: run_python_callback(small, loads), repeat),
     )
     record(
         "receive 4 MiB bytes",

@@ -274,6 +274,25 @@ impl<R: Read> FrameReader<R> {
         })
     }
 
+    /// The next frame if it is already complete in the read buffer; never reads from the
+    /// stream. A malformed header is left in the buffer for [`FrameReader::read_frame`] to
+    /// report.
+    pub fn read_buffered_frame(&mut self) -> Option<Frame> {
+        let available = &self.buf[self.start..self.end];
+        let header: &[u8; HEADER_LEN] = available.get(..HEADER_LEN)?.try_into().ok()?;
+        let header = FrameHeader::decode(header);
+        let len = header.validate().ok()?;
+        let payload = available
+            .get(HEADER_LEN..HEADER_LEN.checked_add(len)?)?
+            .to_vec();
+        self.start += HEADER_LEN + len;
+        Some(Frame {
+            code: header.code,
+            channel: header.channel,
+            payload,
+        })
+    }
+
     /// Refills the buffer; returns the number of new bytes (0 at end of stream).
     fn fill(&mut self) -> Result<usize, FrameError> {
         self.start = 0;
@@ -450,6 +469,39 @@ mod tests {
                 "couldn't load message header, expected 9 bytes, got 0"
             );
         }
+    }
+
+    #[test]
+    fn buffered_frames_never_block() {
+        let mut data = frame_bytes(4, 1, b"one");
+        data.extend(frame_bytes(5, 1, b""));
+        data.extend(frame_bytes(4, 2, b"partial"));
+        data.truncate(data.len() - 3);
+        let mut reader = FrameReader::new(Cursor::new(data));
+        assert_eq!(reader.read_buffered_frame(), None); // nothing read yet
+        assert_eq!(
+            reader.read_frame().map(|f| f.payload).ok(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(reader.read_buffered_frame().map(|f| f.code), Some(5));
+        assert_eq!(reader.read_buffered_frame(), None); // incomplete payload stays
+        assert!(matches!(
+            reader.read_frame(),
+            Err(FrameError::PayloadEof {
+                expected: 7,
+                got: 4
+            })
+        ));
+
+        let mut data = frame_bytes(4, 1, b"x");
+        data.extend_from_slice(&[9, 0, 0, 0, 1, 0, 0, 0, 0]);
+        let mut reader = FrameReader::new(Cursor::new(data));
+        assert!(reader.read_frame().is_ok());
+        assert_eq!(reader.read_buffered_frame(), None); // bad header left for read_frame
+        assert!(matches!(
+            reader.read_frame(),
+            Err(FrameError::BadCode { .. })
+        ));
     }
 
     #[test]

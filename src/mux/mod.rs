@@ -139,12 +139,33 @@ pub enum ReaderExit<E> {
     Stopped(E),
 }
 
+/// Frames already complete in the reader's buffer, routed one by one; what needs dispatching
+/// is handed out. Lets a dispatcher handle a burst of frames under one GIL acquisition.
+pub struct Burst<'a, R, T> {
+    reader: &'a mut FrameReader<R>,
+    router: &'a Router<T>,
+}
+
+impl<R: Read, T> Burst<'_, R, T> {
+    /// The next buffered frame that needs dispatching (routing the ones before it), or `None`
+    /// when no further complete frame is buffered. Never blocks.
+    pub fn next_dispatch(&mut self) -> Option<Frame> {
+        loop {
+            let frame = self.reader.read_buffered_frame()?;
+            if let Routed::Dispatch(frame) = self.router.route(frame) {
+                return Some(frame);
+            }
+        }
+    }
+}
+
 /// The reader thread's loop: reads frames until the stream ends or `dispatch` returns an
-/// error, routing each frame first.
+/// error, routing each frame first. `dispatch` gets a frame and a [`Burst`] with which it may
+/// take further already-buffered frames in order before returning.
 pub fn run_reader<R: Read, T, E>(
     reader: &mut FrameReader<R>,
     router: &Router<T>,
-    mut dispatch: impl FnMut(Frame) -> Result<(), E>,
+    mut dispatch: impl FnMut(Frame, &mut Burst<'_, R, T>) -> Result<(), E>,
 ) -> ReaderExit<E> {
     loop {
         let frame = match reader.read_frame() {
@@ -152,7 +173,11 @@ pub fn run_reader<R: Read, T, E>(
             Err(err) => return ReaderExit::Stream(err),
         };
         if let Routed::Dispatch(frame) = router.route(frame) {
-            if let Err(err) = dispatch(frame) {
+            let mut burst = Burst {
+                reader: &mut *reader,
+                router,
+            };
+            if let Err(err) = dispatch(frame, &mut burst) {
                 return ReaderExit::Stopped(err);
             }
         }
@@ -266,12 +291,16 @@ mod tests {
         ]);
         let mut reader = FrameReader::new(Cursor::new(bytes));
         // The dispatcher plays the Python layer: decodes what it gets and queues it itself.
-        let exit = run_reader(&mut reader, &router, |frame| -> Result<(), ()> {
-            let item = match frame.code {
-                CHANNEL_DATA => Item::Obj(format!("dispatched {}", frame.payload.len())),
-                _ => Item::End,
-            };
-            queue.put(item);
+        let exit = run_reader(&mut reader, &router, |frame, burst| -> Result<(), ()> {
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                let item = match frame.code {
+                    CHANNEL_DATA => Item::Obj(format!("dispatched {}", frame.payload.len())),
+                    _ => Item::End,
+                };
+                queue.put(item);
+                next = burst.next_dispatch();
+            }
             Ok(())
         });
         assert!(matches!(
@@ -294,7 +323,7 @@ mod tests {
         let bytes = wire(&[(0, 1, b""), (4, 9, INT_42)]);
         let mut reader = FrameReader::new(Cursor::new(bytes));
         let mut seen = 0;
-        let exit = run_reader(&mut reader, &router, |frame| {
+        let exit = run_reader(&mut reader, &router, |frame, _| {
             seen += 1;
             if frame.code == CHANNEL_DATA {
                 Err("stop")
@@ -308,7 +337,7 @@ mod tests {
         let mut bytes = wire(&[(4, 1, INT_42)]);
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 0, 0, 0, 0]);
         let mut reader = FrameReader::new(Cursor::new(bytes));
-        let exit = run_reader(&mut reader, &router, |_| -> Result<(), ()> { Ok(()) });
+        let exit = run_reader(&mut reader, &router, |_, _| -> Result<(), ()> { Ok(()) });
         assert!(matches!(
             exit,
             ReaderExit::Stream(FrameError::BadCode { .. })

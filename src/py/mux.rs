@@ -1,6 +1,7 @@
 //! Bindings of the multiplexer: `Mux` (a gateway connection's reader thread, routing table and
 //! write lock) and `ChannelQueue` (a channel's receive queue).
 
+use std::io::Read;
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use crate::frame::{encode_frame, Frame, FrameError, MAX_CODE};
 use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
-use crate::mux::{run_reader, GetError, Item, Queue, ReaderExit, Router};
+use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
 use crate::py::codec_shim::decode_internal;
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
@@ -67,7 +68,13 @@ enum Stop {
 }
 
 impl Shared {
-    fn dispatch(&self, frame: Frame) -> Result<(), Stop> {
+    /// Calls `dispatch` for `frame` and for every further frame already buffered that needs
+    /// it, under one attachment to the interpreter.
+    fn dispatch<R: Read>(
+        &self,
+        frame: Frame,
+        burst: &mut Burst<'_, R, Py<PyAny>>,
+    ) -> Result<(), Stop> {
         let result = Python::try_attach(|py| {
             let dispatch = self
                 .callbacks
@@ -77,17 +84,20 @@ impl Shared {
             let Some(dispatch) = dispatch else {
                 return Err(Stop::Cleared);
             };
-            let payload = PyBytes::new(py, &frame.payload);
-            dispatch
-                .call1(py, (frame.code, frame.channel, payload))
-                .map_err(Stop::Raised)?;
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                let payload = PyBytes::new(py, &frame.payload);
+                dispatch
+                    .call1(py, (frame.code, frame.channel, payload))
+                    .map_err(Stop::Raised)?;
+                if self.read_closer.is_closed() {
+                    return Err(Stop::Closed);
+                }
+                next = burst.next_dispatch();
+            }
             Ok(())
         });
-        result.unwrap_or(Err(Stop::Finalizing))?;
-        if self.read_closer.is_closed() {
-            return Err(Stop::Closed);
-        }
-        Ok(())
+        result.unwrap_or(Err(Stop::Finalizing))
     }
 
     /// Reports the end of the reader to `on_exit`, exactly once, then marks it finished.
@@ -244,7 +254,9 @@ impl MuxPy {
             .spawn(move || {
                 let pool = Arc::clone(shared.router.pool());
                 let mut reader = crate::frame::FrameReader::with_pool(side, pool);
-                let exit = run_reader(&mut reader, &shared.router, |frame| shared.dispatch(frame));
+                let exit = run_reader(&mut reader, &shared.router, |frame, burst| {
+                    shared.dispatch(frame, burst)
+                });
                 drop(reader);
                 shared.finish(exit);
             });
