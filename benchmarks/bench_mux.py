@@ -4,7 +4,9 @@ Each case streams frames from a child process through a pipe into this process a
 every item out of a queue in the main thread:
 
 * `mux`: `execnet._core.Mux` reader thread routing CHANNEL_DATA into a `ChannelQueue`
-  (no GIL on the reader side; decoding happens in `get()`);
+  (no GIL on the reader side; decoding happens in `get()`); payloads of 256 KiB and more go
+  through `dispatch`, which decodes in the reader thread and queues the object, as
+  `gateway_base` does;
 * `python`: a reader thread doing `read(9)`, `struct.unpack`, `read(n)`, decode, and
   `queue.Queue.put` — the shape of a pure-Python gateway receiver.
 
@@ -113,7 +115,13 @@ def run_mux(kind: str, count: int) -> Timer:
     os.close(r)
     os.close(w)
     q = mux.queue(1)
-    mux.start(lambda *a: None, lambda exc: None)
+    loads = loads_internal()
+
+    def dispatch(code: int, channel: int, payload: bytes) -> None:
+        # What gateway_base does with data that is not queued directly (large payloads).
+        q.put(loads(payload, None, (True, False)))
+
+    mux.start(dispatch, lambda exc: None)
     q.get()  # the writer is up
     with Timer() as timer:
         for _ in range(count - 1):

@@ -6,9 +6,6 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 /// Length of the frame header in bytes.
 pub const HEADER_LEN: usize = 9;
@@ -164,62 +161,6 @@ pub fn wire_len(len: usize) -> Result<i32, FrameError> {
     i32::try_from(len).map_err(|_| FrameError::PayloadTooLarge { len })
 }
 
-/// Large payload buffers handed back after use, for the reader to fill again.
-///
-/// A payload buffer is allocated by the reader thread and usually freed by the thread that
-/// takes the item; with the system allocator that turns every large payload into fresh pages
-/// (page faults and zeroing), which costs more than the copying itself. Reusing the buffers
-/// avoids it. The pool keeps at most [`BufferPool::MAX_TOTAL`] bytes.
-#[derive(Default)]
-pub struct BufferPool {
-    bufs: Mutex<Vec<Vec<u8>>>,
-}
-
-impl BufferPool {
-    /// Buffers smaller than this are not pooled.
-    pub const MIN: usize = 1024 * 1024;
-    /// Upper bound of the capacity kept in the pool.
-    pub const MAX_TOTAL: usize = 32 * 1024 * 1024;
-
-    /// An empty pool.
-    pub fn new() -> BufferPool {
-        BufferPool::default()
-    }
-
-    /// An empty buffer, preferably one with at least `capacity` bytes of capacity.
-    pub fn take(&self, capacity: usize) -> Option<Vec<u8>> {
-        let mut bufs = self.bufs.lock();
-        let index = bufs
-            .iter()
-            .position(|b| b.capacity() >= capacity)
-            .or_else(|| bufs.len().checked_sub(1))?;
-        Some(bufs.swap_remove(index))
-    }
-
-    /// Hands a buffer back; it is dropped if it is small or the pool is full.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() < Self::MIN {
-            return;
-        }
-        buf.clear();
-        let mut bufs = self.bufs.lock();
-        let total: usize = bufs.iter().map(Vec::capacity).sum();
-        if total + buf.capacity() <= Self::MAX_TOTAL {
-            bufs.push(buf);
-        }
-    }
-
-    /// Number of pooled buffers.
-    pub fn len(&self) -> usize {
-        self.bufs.lock().len()
-    }
-
-    /// Whether the pool is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Reads whole frames from a byte stream through an internal buffer.
 ///
 /// A payload larger than the buffer is read straight into its own vector, which grows in
@@ -230,7 +171,6 @@ pub struct FrameReader<R> {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    pool: Option<Arc<BufferPool>>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -241,15 +181,7 @@ impl<R: Read> FrameReader<R> {
             buf: vec![0u8; CHUNK].into_boxed_slice(),
             start: 0,
             end: 0,
-            pool: None,
         }
-    }
-
-    /// Wraps a byte stream; large payload buffers come from `pool` when it has one.
-    pub fn with_pool(inner: R, pool: Arc<BufferPool>) -> FrameReader<R> {
-        let mut reader = FrameReader::new(inner);
-        reader.pool = Some(pool);
-        reader
     }
 
     /// The wrapped stream.
@@ -326,18 +258,7 @@ impl<R: Read> FrameReader<R> {
 
     fn read_payload(&mut self, len: usize) -> Result<Vec<u8>, FrameError> {
         let buffered = (self.end - self.start).min(len);
-        let capacity = len.min(PREALLOC_LIMIT);
-        let pooled = match &self.pool {
-            Some(pool) if len >= BufferPool::MIN => pool.take(capacity),
-            _ => None,
-        };
-        let mut payload = match pooled {
-            Some(mut buf) => {
-                buf.reserve(capacity);
-                buf
-            }
-            None => Vec::with_capacity(capacity),
-        };
+        let mut payload = Vec::with_capacity(len.min(PREALLOC_LIMIT));
         payload.extend_from_slice(&self.buf[self.start..self.start + buffered]);
         self.start += buffered;
         if payload.len() == len {
@@ -549,30 +470,6 @@ mod tests {
             reader.read_frame(),
             Err(FrameError::PayloadEof { got: 1000, .. })
         ));
-    }
-
-    #[test]
-    fn pooled_buffers_are_reused_and_bounded() {
-        let pool = Arc::new(BufferPool::new());
-        let payload = vec![7u8; 2 * BufferPool::MIN];
-        let mut data = frame_bytes(4, 1, &payload);
-        data.extend(frame_bytes(4, 1, &payload));
-        let mut reader = FrameReader::with_pool(Cursor::new(data), Arc::clone(&pool));
-        let first = reader.read_frame().map(|f| f.payload).unwrap_or_default();
-        assert_eq!(first, payload);
-        let address = first.as_ptr();
-        pool.give(first);
-        assert_eq!(pool.len(), 1);
-        let second = reader.read_frame().map(|f| f.payload).unwrap_or_default();
-        assert_eq!(second, payload);
-        assert_eq!(second.as_ptr(), address);
-        assert!(pool.is_empty());
-        pool.give(vec![0u8; 10]);
-        assert!(pool.is_empty());
-        for _ in 0..100 {
-            pool.give(Vec::with_capacity(BufferPool::MIN));
-        }
-        assert_eq!(pool.len(), BufferPool::MAX_TOTAL / BufferPool::MIN);
     }
 
     #[test]

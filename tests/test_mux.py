@@ -301,11 +301,15 @@ def test_strconfig_applies_to_items_arriving_after_the_change(pipes: Pipes) -> N
     assert q.get(timeout=10) == b"b"
 
 
-def test_large_payloads_through_queue(pipes: Pipes) -> None:
+def test_large_payloads_are_dispatched_small_ones_queued(pipes: Pipes) -> None:
+    # 256 KiB and more: decoded by dispatch in the reader thread, as upstream's receiver does.
     q = pipes.mux.queue(1)
-    rec = Recorder()
+    rec = Recorder(lambda code, ch, payload: q.put(loads(payload)))
     pipes.mux.start(rec.dispatch, rec.on_exit)
-    blobs = [bytes([i]) * (4 << 20) for i in range(5)]
+    limit = 256 * 1024
+    overhead = len(dumps(b""))
+    blobs = [bytes([i]) * (4 << 20) for i in range(3)]
+    blobs += [b"s" * (limit - overhead - 1), b"t" * (limit - overhead)]
 
     def peer() -> None:
         for blob in blobs:
@@ -316,6 +320,9 @@ def test_large_payloads_through_queue(pipes: Pipes) -> None:
     for blob in blobs:
         assert q.get(timeout=30) == blob
     t.join()
+    assert [len(payload) for _, _, payload in rec.frames] == [
+        len(dumps(blob)) for blob in blobs[:3] + blobs[4:]
+    ]
 
 
 @pytest.mark.parametrize(

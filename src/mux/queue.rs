@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::frame::BufferPool;
-
 /// A string coercion setting `(py2str_as_py3str, py3str_as_py2str)`.
 pub type StrConfig = (bool, bool);
 
@@ -65,7 +63,6 @@ pub struct Queue<T> {
     tx: flume::Sender<Item<T>>,
     rx: flume::Receiver<Item<T>>,
     strconfig: Arc<SharedStrConfig>,
-    pool: Option<Arc<BufferPool>>,
 }
 
 impl<T> Queue<T> {
@@ -76,20 +73,6 @@ impl<T> Queue<T> {
             tx,
             rx,
             strconfig: Arc::new(SharedStrConfig::new(strconfig)),
-            pool: None,
-        }
-    }
-
-    pub(crate) fn with_pool(strconfig: StrConfig, pool: Arc<BufferPool>) -> Queue<T> {
-        let mut queue = Queue::new(strconfig);
-        queue.pool = Some(pool);
-        queue
-    }
-
-    /// Hands the payload buffer of a taken `Raw` item back to the reader for reuse.
-    pub fn recycle(&self, payload: Vec<u8>) {
-        if let Some(pool) = &self.pool {
-            pool.give(payload);
         }
     }
 

@@ -252,8 +252,7 @@ impl MuxPy {
         let spawned = std::thread::Builder::new()
             .name("execnet-mux-reader".into())
             .spawn(move || {
-                let pool = Arc::clone(shared.router.pool());
-                let mut reader = crate::frame::FrameReader::with_pool(side, pool);
+                let mut reader = crate::frame::FrameReader::new(side);
                 let exit = run_reader(&mut reader, &shared.router, |frame, burst| {
                     shared.dispatch(frame, burst)
                 });
@@ -431,9 +430,7 @@ impl ChannelQueuePy {
         match item {
             Item::Obj(obj) => Ok(obj),
             Item::Raw { payload, strconfig } => {
-                let item = decode_internal(py, &payload, strconfig, None);
-                self.queue.recycle(payload);
-                Ok(item?.unbind())
+                Ok(decode_internal(py, &payload, strconfig, None)?.unbind())
             }
             Item::End => Err(PyEOFError::new_err(())),
         }
