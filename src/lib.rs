@@ -4,8 +4,9 @@
 //! (`cargo test --no-default-features`); the pyo3 bindings live in [`py`] behind the default
 //! `python` feature and make up the private extension module `execnet._core`.
 
-pub mod codec_shim;
+pub mod codec;
 pub mod frame;
 pub mod mux;
 #[cfg(feature = "python")]
 pub mod py;
+pub mod rsync;

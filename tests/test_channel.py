@@ -145,6 +145,13 @@ class TestRemoteErrors:
             ch.receive(TIMEOUT)
         assert gw.remote_exec("channel.send(1)").receive(TIMEOUT) == 1
 
+    def test_remote_keyboardinterrupt(self, gw: Gateway) -> None:
+        ch = gw.remote_exec("raise KeyboardInterrupt")
+        with pytest.raises(RemoteError) as excinfo:
+            ch.receive(TIMEOUT)
+        assert excinfo.value.formatted == "keyboard-interrupted"
+        assert gw.remote_exec("channel.send(1)").receive(TIMEOUT) == 1
+
     def test_remote_eoferror_is_a_quiet_end(self, gw: Gateway) -> None:
         ch = gw.remote_exec("raise EOFError('quiet')")
         ch.waitclose(TIMEOUT)

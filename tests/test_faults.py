@@ -205,3 +205,87 @@ def test_terminate_kills_unresponsive_worker(group: execnet.Group) -> None:
     group.terminate(timeout=0.5)
     assert time.monotonic() - start < 3
     assert gw._io.wait() == -signal.SIGKILL  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_sees_a_dead_gateway_and_parent_is_unaffected(gw: Gateway) -> None:
+    ch = gw.remote_exec("while 1:\n    channel.send(channel.receive())")
+    ch.send(1)
+    assert ch.receive(TIMEOUT) == 1
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(r)
+            try:
+                ch.receive(5)
+            except EOFError as e:
+                ok1 = "forked process" in str(e)
+            else:
+                ok1 = False
+            try:
+                ch.send(2)
+            except OSError:
+                ok2 = True
+            else:
+                ok2 = False
+            try:
+                gw.remote_exec("pass")
+            except OSError as e:
+                ok3 = "connection already closed" in str(e)
+            else:
+                ok3 = False
+            os.write(w, repr((ok1, ok2, ok3, gw.hasreceiver())).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert report == "(True, True, True, False)"
+    ch.send(3)
+    assert ch.receive(TIMEOUT) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_inside_remote_code_does_not_leave_a_hanging_child(gw: Gateway) -> None:
+    ch = gw.remote_exec(
+        """
+        import os, time
+        pid = os.fork()
+        if pid:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.02)
+            else:
+                os.kill(pid, 9)
+                status = -1
+            channel.send(status)
+        """
+    )
+    # the child's copy of the execution ends, its worker loop leaves and it exits 0
+    assert ch.receive(TIMEOUT) == 0
+    ch.waitclose(TIMEOUT)
+    assert gw.remote_exec("channel.send(7)").receive(TIMEOUT) == 7
+
+
+@pytest.mark.slow
+def test_terminate_interrupts_busy_worker_after_grace_period(group: execnet.Group) -> None:
+    gw = group.makegateway("popen")
+    ch = gw.remote_exec("import time\nchannel.send(1)\ntime.sleep(100)")
+    assert ch.receive(TIMEOUT) == 1
+    start = time.monotonic()
+    group.terminate(timeout=None)  # never kills: the worker interrupts itself after 5 s
+    elapsed = time.monotonic() - start
+    assert 4.5 < elapsed < 9
+    assert gw._io.wait() == 0  # type: ignore[attr-defined]
+    # the worker's channels went "sendonly" at the terminate message: no close reaches us
+    with pytest.raises(EOFError):
+        ch.receive(TIMEOUT)

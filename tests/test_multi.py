@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -406,3 +407,47 @@ def test_group_remote_exec_with_kwargs(group: Group) -> None:
         channel.send(arg)
 
     assert group.remote_exec(fun, arg=7).receive_each() == [7, 7]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_terminate_in_a_forked_child_leaves_the_parents_workers_alone(group: Group) -> None:
+    gw = group.makegateway("popen")
+    popen = gw._io.popen
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            group.terminate(timeout=0.5)
+            code = 0 if not group else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert popen.poll() is None
+    assert gw.remote_exec("channel.send(1)").receive() == 1
+
+
+def test_duplicate_explicit_id_does_not_leak_a_process(group: Group) -> None:
+    group.makegateway("popen//id=x")
+    before = set(_children())
+    with pytest.raises(AssertionError):
+        group.makegateway("popen//id=x")
+    time.sleep(0.2)
+    assert set(_children()) - before == set()
+    assert [gw.id for gw in group] == ["x"]
+
+
+def _children() -> list[int]:
+    """Pids of this process's live (non-zombie) children."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids

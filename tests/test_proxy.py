@@ -150,3 +150,58 @@ def test_kill_a_stubborn_proxied_worker(group: Group) -> None:
 def test_via_unknown_gateway_is_a_key_error(group: Group) -> None:
     with pytest.raises(KeyError):
         group.makegateway("popen//via=nothere")
+
+
+def test_forwarder_cannot_start_the_process(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    with pytest.raises(execnet.RemoteError) as excinfo:
+        group.makegateway("popen//via=fwd//python=/nonexistent/python")
+    assert "FileNotFoundError" in str(excinfo.value)
+    assert [gw.id for gw in group] == ["fwd"]
+    # the forwarder is still usable
+    assert group.makegateway("popen//via=fwd").remote_exec("channel.send(3)").receive() == 3
+
+
+def test_proxied_non_python_gives_a_dead_gateway(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    gw = group.makegateway("popen//via=fwd//python=false")
+    gw.join(timeout=5.0)
+    assert not gw.hasreceiver()
+    with pytest.raises(OSError):
+        gw.remote_exec("pass")
+
+
+def test_proxied_bad_handshake_is_reported(group: Group) -> None:
+    group.makegateway("popen//id=fwd")
+    with pytest.raises(execnet.RemoteError) as excinfo:
+        group.makegateway("popen//via=fwd//python=sh -c 'exec cat'")
+    assert "AssertionError" in str(excinfo.value)
+    assert [gw.id for gw in group] == ["fwd"]
+
+
+def _other_pythons() -> list[str]:
+    """Other CPython versions installed with pyenv (the shipped sources must run there)."""
+    from pathlib import Path
+
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = []
+    for minor in ("3.8", "3.9", "3.10", "3.12", "3.13"):
+        candidates = sorted(root.glob(f"{minor}.*/bin/python{minor}"))
+        if candidates:
+            found.append(str(candidates[-1]))
+    return found or ["none"]
+
+
+@pytest.mark.parametrize("python", _other_pythons())
+def test_forwarder_on_another_python(group: Group, python: str) -> None:
+    if python == "none":
+        pytest.skip("no other Python versions installed")
+    fwd = group.makegateway(f"popen//python={python}//id=fwd")
+    version = fwd.remote_exec("import sys; channel.send(sys.version_info[:2])").receive()
+    sub = group.makegateway("popen//via=fwd")
+    check = "import sys; channel.send(sys.version_info[:2])"
+    assert sub.remote_exec(check).receive() == version
+    sock = group.makegateway("socket//installvia=fwd")
+    assert sock.remote_exec(check).receive() == version
+    group.terminate(timeout=5.0)
+    assert not group

@@ -313,3 +313,53 @@ def test_upstream_master_drives_our_socketserver(server: Server) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"({server.proc.pid}, 42)"
+
+
+def test_shell_script_runs_statements_remotely(server: Server) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT_DIR / "shell.py"), server.address],
+        input="x = 6 * 7\nprint(x)\nimport os; print(os.getpid())\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "42" in proc.stdout
+    assert str(server.proc.pid) in proc.stdout
+
+
+def test_loop_socketserver_restarts_after_quit(group: Group, tmp_path: Path) -> None:
+    import signal
+
+    address = f"127.0.0.1:{free_port()}"
+    loop = subprocess.Popen(
+        [sys.executable, str(SCRIPT_DIR / "loop_socketserver.py"), address],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert loop.stdout is not None
+
+        def wait_listening() -> None:
+            for line in loop.stdout:  # type: ignore[union-attr]
+                if "Entering Accept loop" in line:
+                    return
+            raise AssertionError("loop_socketserver ended")
+
+        wait_listening()
+        pids = []
+        for _ in range(2):
+            gw = group.makegateway(f"socket={address}")
+            pids.append(gw._rinfo().pid)
+            gw.exit()
+            gw.join(timeout=5.0)
+            wait_listening()
+            subprocess.run([sys.executable, str(SCRIPT_DIR / "quitserver.py"), address], check=True)
+            wait_listening()
+        # each quit ended a server process; the loop started a new one
+        assert pids[0] != pids[1]
+    finally:
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()

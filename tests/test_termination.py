@@ -262,3 +262,26 @@ def test_remote_killed_gives_eoferror(group: Group) -> None:
     assert not gw.hasreceiver()
     with pytest.raises(OSError):
         gw.remote_exec("pass")
+
+
+def test_bad_handshake_is_an_assertion_and_the_process_is_reaped(
+    group: Group, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    # a shell that records its pid, then becomes cat: it echoes the bootstrap line back
+    spec = f"popen//python=sh -c 'echo $$ > {pidfile}; exec cat'"
+    with pytest.raises(AssertionError):
+        group.makegateway(spec)
+    pid = int(pidfile.read_text())
+    assert process_gone(pid)
+    assert not group
+
+
+def test_terminate_with_zero_timeout_leaves_no_process_running(group: Group) -> None:
+    gws = [group.makegateway("popen") for _ in range(2)]
+    pids = [gw.remote_exec(STUBBORN).receive() for gw in gws]
+    start = time.monotonic()
+    group.terminate(timeout=0)
+    assert time.monotonic() - start < 3.0
+    assert all(gw._io.popen.returncode is not None for gw in gws)
+    assert all(process_gone(pid) for pid in pids)

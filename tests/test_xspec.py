@@ -285,3 +285,19 @@ def test_python_spec_uses_exec_bootstrap(group: execnet.Group) -> None:
     # the shipped source runs in the worker's __main__, not from the execnet package
     ch = gw.remote_exec("import sys; channel.send('execnet' in sys.modules)")
     assert ch.receive() is False
+
+
+def test_import_failure_in_the_worker_falls_back_to_shipped_source(
+    group: execnet.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory named execnet in the worker's cwd shadows the installed package.
+    shadow = tmp_path / "execnet"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    gw = group.makegateway("popen")
+    assert gw.remote_exec("channel.send(type(channel).__module__)").receive() == "__main__"
+    ch = gw.remote_exec("channel.send(channel.receive() * 2)")
+    ch.send(21)
+    assert ch.receive() == 42
+    assert gw.remote_status().execmodel == "thread"

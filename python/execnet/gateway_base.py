@@ -762,7 +762,8 @@ class Message:
 
 
 def _status(message: Message, gateway: BaseGateway) -> None:
-    # answered in the receiver thread on the requester's id; no channel object is created
+    # Answered in the receiver thread on the requester's id; no channel object is created.
+    # (An upstream master's receiver died on STATUS; both sides answer here.)
     active_channels = gateway._channelfactory.channels()
     pool = getattr(gateway, "_execpool", None)
     if pool is not None:
@@ -806,6 +807,7 @@ def _channel_close(message: Message, gateway: BaseGateway) -> None:
 def _channel_close_error(message: Message, gateway: BaseGateway) -> None:
     text = loads_internal(message.data)
     if not isinstance(text, str):
+        # upstream's receiver died on an assertion here; keep the connection, show the value
         text = repr(text)
     gateway._channelfactory._local_close(message.channelid, RemoteError(text))
 
@@ -962,6 +964,7 @@ class Channel:
             return
         # state "opened" or "sendonly" --> "closed"; a sendonly peer is not told (it is gone)
         tell_peer = not self._receiveclosed.is_set()
+        # str(): a non-str error (e.g. a RemoteError) would otherwise fail to serialize
         payload = dumps_internal(str(error)) if error is not None else b""
         if isinstance(error, RemoteError):
             self._remoteerrors.append(error)
@@ -1173,16 +1176,14 @@ class ChannelFactory:
     def _local_receive(self, id: int, data: bytes) -> None:
         # executes in the receiver thread, under the gateway's receive lock
         channel = self._channels.get(id)
-        try:
-            callback, _endmarker, strconfig = self._callbacks[id]
-        except KeyError:
+        registered = self._callbacks.get(id)
+        if registered is None:
             queue = channel._items if channel is not None else None
-            if queue is None:
-                pass  # nobody listens: drop the data
-            else:
-                item = _loads_wire(data, self, channel._strconfig)  # type: ignore[union-attr]
-                queue.put(item)
+            if queue is not None:
+                queue.put(_loads_wire(data, self, channel._strconfig))  # type: ignore[union-attr]
+            # else nobody listens: drop the data
         else:
+            callback, _endmarker, strconfig = registered
             try:
                 if channel is not None:
                     strconfig = channel._strconfig
@@ -1213,6 +1214,48 @@ class ChannelFactory:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ForkedIO:
+    """Stands in for a gateway's IO in a forked child: the streams belong to the parent."""
+
+    def __init__(self, execmodel: ExecModel, message: str) -> None:
+        self.execmodel = execmodel
+        self._message = message
+
+    def read(self, numbytes: int) -> bytes:
+        raise EOFError(self._message)
+
+    def write(self, data: bytes) -> None:
+        raise OSError(self._message)
+
+    def close_read(self) -> None:
+        pass
+
+    def close_write(self) -> None:
+        pass
+
+    def wait(self) -> int | None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+_live_gateways: weakref.WeakSet[BaseGateway] = weakref.WeakSet()
+_fork_keepalive: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for gateway in list(_live_gateways):
+        try:
+            gateway._forked_in_child()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class BaseGateway:
     """The part of a gateway shared by both sides: receiver thread, dispatch and sending."""
 
@@ -1233,6 +1276,8 @@ class BaseGateway:
         self._send_depth = 0
         self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
+        self._pid = os.getpid()
+        _live_gateways.add(self)
 
     def _trace(self, *msg: object) -> None:
         trace(self.id, *msg)
@@ -1303,6 +1348,49 @@ class BaseGateway:
 
     def _terminate_execution(self) -> None:
         pass
+
+    def _forked_in_child(self) -> None:
+        """Turn this gateway into a dead object in a forked child process.
+
+        The child must never write to (or flush, or close) the parent's streams, and must not
+        wait for a receiver thread that does not exist in it. Locks are replaced because
+        another thread may have held them at the moment of the fork.
+        """
+        if self._pid == os.getpid():
+            return
+        em = self.execmodel
+        message = "gateway %r belongs to process %d, not to this forked process %d" % (
+            self.id,
+            self._pid,
+            os.getpid(),
+        )
+        _fork_keepalive.append(self._io)
+        self._io = _ForkedIO(em, message)
+        self._error = EOFError(message)
+        self._sendlock = em.Lock()
+        self._receivelock = em.RLock()
+        self._send_depth = 0
+        self._deferred_sends = []
+        self._receivepool = WorkerPool(em)
+        self._receivepool._shuttingdown = True
+        factory = self._channelfactory
+        factory._writelock = em.Lock()
+        factory.finished = True
+        factory._callbacks.clear()
+        for channel in factory.channels():
+            channel._receiveclosed = em.Event()
+            channel._receiveclosed.set()
+            if channel._items is not None:
+                channel._items = em.queue.Queue()
+                channel._items.put(ENDMARKER)
+        factory._channels.clear()
+        execpool = getattr(self, "_execpool", None)
+        if execpool is not None:
+            # let the primary thread leave after the task it runs in this process
+            execpool._running_lock = em.Lock()
+            execpool._running = set()
+            execpool._waitall_events = []
+            execpool._shuttingdown = True
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         message = Message(msgcode, channelid, data)
@@ -1375,7 +1463,9 @@ class WorkerGateway(BaseGateway):
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         if self.execmodel.backend == "main_thread_only":
             # The main thread runs one execution at a time: wait briefly for the previous one,
-            # then refuse rather than queueing behind code that may wait for this one.
+            # then refuse rather than queueing behind code that may wait for this one. The pool
+            # signals idleness after every execution, failing ones included (upstream stopped
+            # accepting work for good after an execution raised).
             if not self._execpool._wait_primary_idle(1.0):
                 channel.close(MAIN_THREAD_ONLY_DEADLOCK_TEXT)
                 return
@@ -1388,6 +1478,8 @@ class WorkerGateway(BaseGateway):
     def _terminate_execution(self) -> None:
         # called from the receiver thread once receiving ended
         eof = self._error is not None
+        # After a terminate message, upstream's 5 s + 10 s grace periods; when the master just
+        # vanished (EOF, corrupt data) nobody waits for results, so give up much sooner.
         first_wait, second_wait = (1.0, 2.0) if eof else (5.0, 10.0)
         self._trace("shutting down execution pool")
         self._execpool.trigger_shutdown()

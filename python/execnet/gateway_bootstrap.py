@@ -56,19 +56,34 @@ def _expect_ack(io: Any) -> None:
 
 
 def bootstrap_import(io: Any, spec: Any) -> None:
-    """Make a local worker import ``execnet.gateway_base`` from this installation."""
+    """Make a local worker import ``execnet.gateway_base`` from this installation.
+
+    If that import fails in the worker (a shadowing ``execnet`` directory in its working
+    directory, an extension module it cannot load), the worker answers ``b"0"`` instead of
+    ``b"1"`` and reads one more line: the exec bootstrap, so it runs on shipped source.
+    """
     sendexec(
         io,
         "import sys",
         f"if {importdir!r} not in sys.path:",
         f"    sys.path.insert(0, {importdir!r})",
-        "from execnet.gateway_base import serve, init_popen_io, get_execmodel",
-        "sys.stdout.write('1')",
-        "sys.stdout.flush()",
-        f"execmodel = get_execmodel({spec.execmodel!r})",
-        f"serve(init_popen_io(execmodel), id={spec.id + '-worker'!r})",
+        "try:",
+        "    from execnet.gateway_base import serve, init_popen_io, get_execmodel",
+        "except Exception:",
+        "    sys.stdout.write('0')",
+        "    sys.stdout.flush()",
+        "    exec(eval(sys.stdin.readline()))",
+        "else:",
+        "    sys.stdout.write('1')",
+        "    sys.stdout.flush()",
+        f"    execmodel = get_execmodel({spec.execmodel!r})",
+        f"    serve(init_popen_io(execmodel), id={spec.id + '-worker'!r})",
     )
-    _expect_ack(io)
+    s = io.read(1)
+    if s == b"0":
+        bootstrap_exec(io, spec)
+        return
+    assert s == b"1", repr(s)
 
 
 def _host_not_found(io: Any) -> HostNotFound:

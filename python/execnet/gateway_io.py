@@ -214,7 +214,10 @@ class ProxyIO:
         proxy_channel.send(self._controlchan)
 
     def read(self, numbytes: int) -> bytes:
-        """Read exactly ``numbytes`` bytes of the proxied stream (EOFError when it ends)."""
+        """Read exactly ``numbytes`` bytes of the proxied stream.
+
+        EOFError when it ends; the forwarder's RemoteError if starting the process failed.
+        """
         buf = self._buffer
         while len(buf) < numbytes:
             try:
@@ -222,15 +225,19 @@ class ProxyIO:
             except EOFError:
                 self._buffer = buf
                 raise EOFError("expected %d bytes, got %d" % (numbytes, len(buf))) from None
-            except Exception as exc:
-                self._buffer = buf
-                raise EOFError(f"proxy connection ended: {exc}") from exc
             buf += item
         self._buffer = buf[numbytes:]
         return buf[:numbytes]
 
     def write(self, data: bytes) -> None:
-        self._channel.send(bytes(data))
+        try:
+            self._channel.send(bytes(data))
+        except OSError:
+            # The forwarder ended the proxy channel: report why, if it said so.
+            error = self._channel._getremoteerror()
+            if error is not None and not isinstance(error, EOFError):
+                raise error from None
+            raise
 
     def _controll(self, event: int) -> Any:
         with self._controllock:
@@ -282,33 +289,43 @@ class PseudoSpec:
 
 
 def serve_proxy_io(proxy_channelX: Any) -> None:
-    """Forwarder side of a proxied gateway: start the process, then pump bytes both ways."""
-    execmodel = proxy_channelX.gateway.execmodel
+    """Forwarder side of a proxied gateway: start the process, then pump bytes both ways.
+
+    The control channel is served from the start, so the master's wait/kill requests get an
+    answer (None) even when the process could not be started.
+    """
     log = proxy_channelX.gateway._trace
+    execmodel = proxy_channelX.gateway.execmodel
     spec = PseudoSpec(proxy_channelX.receive())
-    # The forwarder starts the process itself: popen uses its interpreter, ssh runs from here.
-    sub_io = create_io(spec, execmodel)
-    if sub_io is None:
-        raise ValueError(f"no gateway type found for {spec._spec!r}")
     control_chan = proxy_channelX.receive()
     log("serve_proxy_io: got control channel", control_chan)
+    sub_io: Any = None
 
     def process_control(data: int) -> None:
         if data == RIO_WAIT:
-            control_chan.send(sub_io.wait())
+            control_chan.send(sub_io.wait() if sub_io is not None else None)
         elif data == RIO_KILL:
-            sub_io.kill()
+            if sub_io is not None:
+                sub_io.kill()
             control_chan.send(None)
         elif data == RIO_REMOTEADDRESS:
             control_chan.send(getattr(sub_io, "remoteaddress", None))
         elif data == RIO_CLOSE_WRITE:
-            try:
-                sub_io.close_write()
-            except (OSError, ValueError):
-                pass
+            if sub_io is not None:
+                try:
+                    sub_io.close_write()
+                except (OSError, ValueError):
+                    pass
             control_chan.send(None)
         else:
             raise ValueError(f"unknown proxy control request {data!r}")
+
+    control_chan.setcallback(process_control)
+
+    # The forwarder starts the process itself: popen uses its interpreter, ssh runs from here.
+    sub_io = create_io(spec, execmodel)
+    if sub_io is None:
+        raise ValueError(f"no gateway type found for {spec._spec!r}")
 
     def write_to_sub(data: bytes) -> None:
         try:
@@ -317,7 +334,6 @@ def serve_proxy_io(proxy_channelX: Any) -> None:
             # The process is gone; its EOF on stdout ends the forwarding loop below.
             pass
 
-    control_chan.setcallback(process_control)
     proxy_channelX.setcallback(write_to_sub)
 
     try:

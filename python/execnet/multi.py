@@ -8,7 +8,9 @@ hook that terminates its gateways (waiting at most one second before killing).
 from __future__ import annotations
 
 import atexit
+import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from threading import Lock
@@ -56,6 +58,7 @@ class Group:
         self._autoidcounter = 0
         self._autoidlock = Lock()
         self._gateways_to_join: list[Any] = []
+        _all_groups.add(self)
         # Local execmodel: how the master runs its receivers; remote: the workers' default.
         self.set_execmodel(execmodel)
         for xspec in xspecs:
@@ -140,7 +143,13 @@ class Group:
             _discard_io(io)
             raise
         gw.spec = spec
-        self._register(gw)
+        try:
+            self._register(gw)
+        except BaseException:
+            # e.g. a gateway with the same id registered meanwhile: do not leak the process
+            gw.exit()
+            _discard_io(io)
+            raise
         if spec.chdir or spec.nice or spec.env:
             channel = gw.remote_exec(_CONFIGURE_SOURCE)
             nice = int(spec.nice) if spec.nice else 0
@@ -201,6 +210,8 @@ class Group:
                 )
             else:
                 _terminate_without_threads(to_join, timeout)
+            if timeout is not None:
+                _reap(to_join)
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
         """``remote_exec`` on every member; returns a :class:`MultiChannel` of the channels."""
@@ -211,15 +222,34 @@ class Group:
         return MultiChannel(channels)
 
 
+_all_groups: weakref.WeakSet[Group] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    # Another thread may have held a group's id lock at the moment of the fork.
+    for group in list(_all_groups):
+        group._autoidlock = Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
 def _discard_io(io: Any) -> None:
-    """Stop a process whose bootstrap failed, so it does not linger."""
-    if isinstance(io, gateway_io.Popen2IOMaster):
-        try:
-            if io.popen.poll() is None:
+    """Release the process or connection of a failed bootstrap, so nothing lingers."""
+    try:
+        popen = getattr(io, "popen", None)
+        sock = getattr(io, "sock", None)
+        if popen is not None:
+            if popen.poll() is None:
                 io.kill()
-            io.popen.wait()
-        except (OSError, ValueError):
-            pass
+            popen.wait()
+        elif sock is not None:
+            sock.close()
+        elif isinstance(io, gateway_io.ProxyIO):
+            io.kill()
+    except (OSError, ValueError, EOFError):
+        pass
 
 
 def _join_wait(gw: Any) -> None:
@@ -230,6 +260,23 @@ def _join_wait(gw: Any) -> None:
 def _kill(gw: Any) -> None:
     trace(f"Gateways did not come down after timeout: {gw!r}")
     gw._io.kill()
+
+
+def _reap(gateways: list[Any]) -> None:
+    """Make sure no local child process outlives ``terminate(timeout)``.
+
+    safe_terminate bounds its waits, so a process killed at the very end of the timeout may
+    not have been reaped yet; a SIGKILLed process is gone within moments.
+    """
+    for gw in gateways:
+        popen = getattr(getattr(gw, "_io", None), "popen", None)
+        if popen is None or popen.poll() is not None:
+            continue
+        _kill(gw)
+        try:
+            popen.wait(timeout=2.0)
+        except Exception:
+            trace(f"process of {gw!r} did not end after SIGKILL")
 
 
 def _threads_available(execmodel: ExecModel) -> bool:

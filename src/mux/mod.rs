@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::codec_shim as codec;
+use crate::codec;
 use crate::frame::{Frame, FrameError, FrameReader, CHANNEL_DATA};
 pub use queue::{GetError, Item, Queue, SharedStrConfig, StrConfig};
 

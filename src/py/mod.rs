@@ -3,13 +3,20 @@
 
 use pyo3::prelude::*;
 
-pub mod codec_shim;
+pub mod codec;
 pub mod mux;
+pub mod rsync;
 
 /// The private extension module `execnet._core`.
 #[pymodule(gil_used = false)]
 pub mod _core {
     use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::codec::{dumps, dumps_internal, loads, loads_internal, scan_payload};
+
+    #[pymodule_export]
+    use super::rsync::{md5_file, md5_files, walk_tree, TreeWalkPy};
 
     #[pymodule_export]
     use super::mux::{ChannelQueuePy, MuxPy};

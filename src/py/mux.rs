@@ -18,7 +18,7 @@ use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
 use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
-use crate::py::codec_shim::decode_internal;
+use crate::py::codec::decode_internal;
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
 /// retries release the GIL first.

@@ -1,0 +1,632 @@
+//! The serializer for Python objects: the encoder walks objects by exact type, the decoder is the
+//! engine's stack machine with a [`Builder`] that makes Python objects.
+
+use pyo3::exceptions::{
+    PyAssertionError, PyEOFError, PyIndexError, PyMemoryError, PyRecursionError, PyRuntimeError,
+    PyTypeError, PyUnicodeDecodeError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple, PyType,
+};
+
+use crate::codec::{self, opcodes as op, writer, Builder, DecodeError, MAX_ENCODE_DEPTH};
+
+static DUMP_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static LOAD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static STRUCT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static STRUCT_PACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `execnet.gateway_base.<name>(message)`, or the import failure.
+fn gateway_error(
+    py: Python<'_>,
+    cell: &PyOnceLock<Py<PyType>>,
+    name: &str,
+    message: String,
+) -> PyErr {
+    match cell.import(py, "execnet.gateway_base", name) {
+        Ok(ty) => PyErr::from_type(ty.clone(), message),
+        Err(err) => err,
+    }
+}
+
+fn dump_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    gateway_error(py, &DUMP_ERROR, "DumpError", message.into())
+}
+
+fn load_error(py: Python<'_>, message: String) -> PyErr {
+    gateway_error(py, &LOAD_ERROR, "LoadError", message)
+}
+
+fn struct_error(py: Python<'_>, message: String) -> PyErr {
+    match STRUCT_ERROR.import(py, "struct", "error") {
+        Ok(ty) => PyErr::from_type(ty.clone(), message),
+        Err(err) => err,
+    }
+}
+
+/// The one conversion of engine errors into the exceptions execnet raises.
+impl From<DecodeError> for PyErr {
+    fn from(err: DecodeError) -> Self {
+        let message = err.message();
+        match err {
+            DecodeError::WrongVersion { .. }
+            | DecodeError::UnknownOpcode { .. }
+            | DecodeError::StackNotOne { .. }
+            | DecodeError::SetItemUnderflow { .. } => Python::attach(|py| load_error(py, message)),
+            DecodeError::Eof { .. } => PyEOFError::new_err(()),
+            DecodeError::Truncated { .. } => Python::attach(|py| struct_error(py, message)),
+            DecodeError::InvalidUtf8 { start, end, .. } => {
+                PyUnicodeDecodeError::new_err(("utf-8", &b""[..], start, end, message))
+            }
+            DecodeError::InvalidInt { .. } => PyValueError::new_err(message),
+            DecodeError::IndexOutOfRange { .. } | DecodeError::IndexTooLarge { .. } => {
+                PyIndexError::new_err(message)
+            }
+            DecodeError::NotAssignable { .. }
+            | DecodeError::BadListIndex { .. }
+            | DecodeError::Unhashable { .. } => PyTypeError::new_err(message),
+            DecodeError::NoChannelFactory { .. } => PyAssertionError::new_err(()),
+            DecodeError::TooDeep { .. } => PyRecursionError::new_err(message),
+            DecodeError::OutOfMemory { .. } => PyMemoryError::new_err(()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Encoder
+
+struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    depth: usize,
+    /// Counts calls into user code (attribute lookups on `Channel` objects), after which
+    /// containers being walked may have changed.
+    user_code: u64,
+}
+
+fn too_long(py: Python<'_>, what: &str) -> PyErr {
+    dump_error(py, format!("{what} is too long"))
+}
+
+impl Encoder<'_> {
+    fn save(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            let text = s
+                .to_str()
+                .map_err(|_| dump_error(py, "strings must be utf-8 encodable"))?;
+            return writer::put_data(self.out, op::PY3STRING, text.as_bytes())
+                .map_err(|_| too_long(py, "string"));
+        }
+        if let Ok(i) = obj.cast_exact::<PyInt>() {
+            return self.save_int(i);
+        }
+        if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            writer::put_float(self.out, f.value());
+            return Ok(());
+        }
+        if obj.is_none() {
+            self.out.push(op::NONE);
+            return Ok(());
+        }
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            self.out
+                .push(if b.is_true() { op::TRUE } else { op::FALSE });
+            return Ok(());
+        }
+        if let Ok(b) = obj.cast_exact::<PyBytes>() {
+            return writer::put_data(self.out, op::BYTES, b.as_bytes())
+                .map_err(|_| too_long(py, "string"));
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            return self.nested(|enc| enc.save_dict(d));
+        }
+        if let Ok(l) = obj.cast_exact::<PyList>() {
+            return self.nested(|enc| enc.save_list(l));
+        }
+        if let Ok(t) = obj.cast_exact::<PyTuple>() {
+            return self.nested(|enc| {
+                for item in t.iter_borrowed() {
+                    enc.save(&item)?;
+                }
+                writer::put_count(enc.out, op::BUILDTUPLE, t.len())
+                    .map_err(|_| too_long(py, "tuple"))
+            });
+        }
+        if obj.is_exact_instance_of::<PySet>() || obj.is_exact_instance_of::<PyFrozenSet>() {
+            let opcode = if obj.is_exact_instance_of::<PySet>() {
+                op::SET
+            } else {
+                op::FROZENSET
+            };
+            return self.nested(|enc| {
+                for item in obj.try_iter()? {
+                    enc.save(&item?)?;
+                }
+                writer::put_count(enc.out, opcode, obj.len()?).map_err(|_| too_long(py, "set"))
+            });
+        }
+        if let Ok(c) = obj.cast_exact::<PyComplex>() {
+            writer::put_complex(self.out, c.real(), c.imag());
+            return Ok(());
+        }
+        let ty = obj.get_type();
+        if ty.name()?.to_str()? == "Channel" {
+            return self.save_channel(obj);
+        }
+        Err(dump_error(py, format!("can't serialize {}", ty.repr()?)))
+    }
+
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> PyResult<()>) -> PyResult<()> {
+        if self.depth >= MAX_ENCODE_DEPTH {
+            return Err(PyRecursionError::new_err(
+                "maximum recursion depth exceeded while serializing an object",
+            ));
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
+    fn save_int(&mut self, i: &Bound<'_, PyInt>) -> PyResult<()> {
+        if let Ok(v) = i.extract::<i64>() {
+            writer::put_int(self.out, v);
+            return Ok(());
+        }
+        // Beyond i64 (both signs): LONGINT with Python's decimal text.
+        let text = i.str()?;
+        writer::put_data(self.out, op::LONGINT, text.to_str()?.as_bytes())
+            .map_err(|_| too_long(i.py(), "string"))
+    }
+
+    fn save_list(&mut self, list: &Bound<'_, PyList>) -> PyResult<()> {
+        let py = list.py();
+        writer::put_count(self.out, op::NEWLIST, list.len()).map_err(|_| too_long(py, "list"))?;
+        // Walk by index against the current length: user code may resize the list meanwhile.
+        let mut index = 0;
+        while index < list.len() {
+            let item = list.get_item(index)?;
+            let i = i32::try_from(index).map_err(|_| too_long(py, "list"))?;
+            writer::put_int4(self.out, op::INT, i);
+            self.save(&item)?;
+            self.out.push(op::SETITEM);
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn save_dict(&mut self, dict: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.out.push(op::NEWDICT);
+        let len = dict.len();
+        let before = self.user_code;
+        let mut entries = dict.iter();
+        for _ in 0..len {
+            if self.user_code != before && dict.len() != len {
+                return Err(PyRuntimeError::new_err(
+                    "dictionary changed size during iteration",
+                ));
+            }
+            let Some((key, value)) = entries.next() else {
+                break;
+            };
+            self.save(&key)?;
+            self.save(&value)?;
+            self.out.push(op::SETITEM);
+        }
+        Ok(())
+    }
+
+    /// Any object whose exact type is named `Channel` travels as a channel id.
+    fn save_channel(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        self.user_code += 1;
+        let id = obj.getattr("id")?;
+        if let Ok(Ok(small)) = id.cast_exact::<PyInt>().map(|i| i.extract::<i32>()) {
+            writer::put_int4(self.out, op::CHANNEL, small);
+            return Ok(());
+        }
+        // Unusual ids get execnet's checks and `struct.pack("!i", id)`'s own errors.
+        if id.gt(i32::MAX)? {
+            return Err(dump_error(py, "int must be less than 2147483647"));
+        }
+        let pack = STRUCT_PACK.import(py, "struct", "pack")?;
+        let packed = pack.call1(("!i", id))?;
+        self.out.push(op::CHANNEL);
+        self.out
+            .extend_from_slice(packed.cast::<PyBytes>()?.as_bytes());
+        Ok(())
+    }
+}
+
+/// Appends the internal form of `obj` (ending in `STOP`) to `out`.
+///
+/// # Errors
+/// `DumpError` for what execnet cannot serialize, `RecursionError` for excessive nesting, and
+/// errors raised by user code (a `Channel`'s `id`).
+pub fn encode_internal_into(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    let start = out.len();
+    let mut encoder = Encoder {
+        out,
+        depth: 0,
+        user_code: 0,
+    };
+    let result = encoder.save(obj);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result?;
+    out.push(op::STOP);
+    Ok(())
+}
+
+/// The internal form of `obj` (no version byte, ending in `STOP`).
+///
+/// # Errors
+/// As [`encode_internal_into`].
+pub fn encode_internal(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(64);
+    encode_internal_into(obj, &mut out)?;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Decoder
+
+struct PyBuilder<'a, 'py> {
+    py: Python<'py>,
+    py2str_as_py3str: bool,
+    py3str_as_py2str: bool,
+    channelfactory: Option<&'a Bound<'py, PyAny>>,
+    strings: Option<StringCache<'py>>,
+}
+
+/// Short strings this long at most are shared through the [`StringCache`].
+const CACHED_STRING_LEN: usize = 24;
+/// Inputs at least this long get a [`StringCache`].
+const CACHE_INPUT_LEN: usize = 2048;
+const CACHE_SLOTS: usize = 1024;
+
+/// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
+/// hash Python computes once (as pickle's memo achieves).
+struct StringCache<'py> {
+    slots: Vec<CacheSlot<'py>>,
+}
+
+/// The string's bytes (zero-padded), its length, and the string.
+type CacheSlot<'py> = Option<([u8; CACHED_STRING_LEN], u8, Bound<'py, PyString>)>;
+
+impl<'py> StringCache<'py> {
+    fn new() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(CACHE_SLOTS).collect(),
+        }
+    }
+
+    fn get(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let bytes = text.as_bytes();
+        let mut key = [0u8; CACHED_STRING_LEN];
+        let len = bytes.len().min(CACHED_STRING_LEN);
+        key[..len].copy_from_slice(&bytes[..len]);
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        // Truncation is the point: the slot index is the hash modulo the table size.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (hash as usize) % CACHE_SLOTS;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return PyString::new(py, text);
+        };
+        if let Some((cached, cached_len, obj)) = slot {
+            if usize::from(*cached_len) == len && *cached == key {
+                return obj.clone();
+            }
+        }
+        let obj = PyString::new(py, text);
+        // `len` is at most CACHED_STRING_LEN, which fits a u8.
+        #[allow(clippy::cast_possible_truncation)]
+        let stored_len = len as u8;
+        *slot = Some((key, stored_len, obj.clone()));
+        obj
+    }
+}
+
+/// Lists at least this long are made as `[None] * n`, which reports allocation failure.
+const LARGE_LIST: usize = 1 << 16;
+
+/// A list index from `key` as `list[key] = value` takes it. `None` for objects of other types
+/// (channels), for which Python itself decides.
+fn index_of(key: &Bound<'_, PyAny>, len: usize, offset: usize) -> PyResult<Option<usize>> {
+    if !(key.is_exact_instance_of::<PyInt>() || key.is_exact_instance_of::<PyBool>()) {
+        let decoded_type = key.is_none()
+            || key.is_exact_instance_of::<PyFloat>()
+            || key.is_exact_instance_of::<PyString>()
+            || key.is_exact_instance_of::<PyBytes>()
+            || key.is_exact_instance_of::<PyComplex>()
+            || key.is_exact_instance_of::<PyTuple>()
+            || key.is_exact_instance_of::<PyList>()
+            || key.is_exact_instance_of::<PyDict>()
+            || key.is_exact_instance_of::<PySet>()
+            || key.is_exact_instance_of::<PyFrozenSet>();
+        if decoded_type {
+            let name = key.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "list indices must be integers or slices, not {name}"
+            )));
+        }
+        return Ok(None);
+    }
+    let index: i64 = key
+        .extract()
+        .map_err(|_| PyErr::from(DecodeError::IndexTooLarge { offset }))?;
+    let len_i =
+        i64::try_from(len).map_err(|_| PyErr::from(DecodeError::IndexOutOfRange { offset }))?;
+    let normalized = if index < 0 { index + len_i } else { index };
+    match usize::try_from(normalized) {
+        Ok(i) if i < len => Ok(Some(i)),
+        _ => Err(DecodeError::IndexOutOfRange { offset }.into()),
+    }
+}
+
+impl<'py> Builder for PyBuilder<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn none(&mut self) -> PyResult<Self::Value> {
+        Ok(self.py.None().into_bound(self.py))
+    }
+    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
+        Ok(PyBool::new(self.py, value).to_owned().into_any())
+    }
+    fn int(&mut self, value: i32) -> PyResult<Self::Value> {
+        Ok(value.into_pyobject(self.py)?.into_any())
+    }
+    fn long(&mut self, literal: &[u8], _: usize, _: u8) -> PyResult<Self::Value> {
+        if literal.len() <= 18 {
+            if let Some(v) = codec::intlit::parse(literal).and_then(|l| l.to_i64()) {
+                return Ok(v.into_pyobject(self.py)?.into_any());
+            }
+        }
+        // Python's own int() for its exact errors and digit limit.
+        self.py
+            .get_type::<PyInt>()
+            .call1((PyBytes::new(self.py, literal),))
+    }
+    fn float(&mut self, value: f64) -> PyResult<Self::Value> {
+        Ok(PyFloat::new(self.py, value).into_any())
+    }
+    fn complex(&mut self, real: f64, imag: f64) -> PyResult<Self::Value> {
+        Ok(PyComplex::from_doubles(self.py, real, imag).into_any())
+    }
+    fn bytes(&mut self, data: &[u8]) -> PyResult<Self::Value> {
+        Ok(PyBytes::new(self.py, data).into_any())
+    }
+    fn string(&mut self, data: &[u8], _: usize, opcode: u8) -> PyResult<Self::Value> {
+        let py = self.py;
+        match opcode {
+            op::PY2STRING if self.py2str_as_py3str => {
+                let text: String = data.iter().map(|&b| char::from(b)).collect();
+                Ok(PyString::new(py, &text).into_any())
+            }
+            op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
+            op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
+            _ => match std::str::from_utf8(data) {
+                Ok(text) => match &mut self.strings {
+                    Some(cache) if text.len() <= CACHED_STRING_LEN => {
+                        Ok(cache.get(py, text).into_any())
+                    }
+                    _ => Ok(PyString::new(py, text).into_any()),
+                },
+                // Python's decoder raises the UnicodeDecodeError with its exact reason.
+                Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
+            },
+        }
+    }
+    fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
+        match self.channelfactory {
+            Some(factory) => factory.call_method1("new", (id,)),
+            None => Err(DecodeError::NoChannelFactory { offset }.into()),
+        }
+    }
+    fn dict(&mut self) -> PyResult<Self::Value> {
+        Ok(PyDict::new(self.py).into_any())
+    }
+    fn list(&mut self, len: usize, _: usize) -> PyResult<Self::Value> {
+        let py = self.py;
+        if len >= LARGE_LIST {
+            return PyList::new(py, [py.None()])?.into_any().mul(len);
+        }
+        Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
+    }
+    fn tuple<I: ExactSizeIterator<Item = Self::Value>>(
+        &mut self,
+        items: I,
+    ) -> PyResult<Self::Value> {
+        Ok(PyTuple::new(self.py, items)?.into_any())
+    }
+    fn set<I: ExactSizeIterator<Item = Self::Value>>(
+        &mut self,
+        items: I,
+        frozen: bool,
+        _: usize,
+    ) -> PyResult<Self::Value> {
+        if frozen {
+            Ok(PyFrozenSet::new(self.py, items)?.into_any())
+        } else {
+            Ok(PySet::new(self.py, items)?.into_any())
+        }
+    }
+    fn set_item(
+        &mut self,
+        target: &mut Self::Value,
+        key: Self::Value,
+        value: Self::Value,
+        key_too_deep: bool,
+        offset: usize,
+    ) -> PyResult<()> {
+        if let Ok(dict) = target.cast_exact::<PyDict>() {
+            if key_too_deep {
+                return Err(DecodeError::TooDeep { offset }.into());
+            }
+            return dict.set_item(key, value);
+        }
+        if let Ok(list) = target.cast_exact::<PyList>() {
+            if let Some(index) = index_of(&key, list.len(), offset)? {
+                return list.set_item(index, value);
+            }
+        }
+        target.set_item(key, value)
+    }
+    fn list_index(
+        &mut self,
+        key: &Self::Value,
+        len: usize,
+        offset: usize,
+    ) -> PyResult<Option<usize>> {
+        index_of(key, len, offset)
+    }
+    fn set_index(
+        &mut self,
+        target: &mut Self::Value,
+        index: i32,
+        value: Self::Value,
+        offset: usize,
+    ) -> PyResult<()> {
+        if let Ok(list) = target.cast_exact::<PyList>() {
+            let index = codec::normalize_index(index.into(), list.len(), offset)?;
+            return list.set_item(index, value);
+        }
+        let key = self.int(index)?;
+        self.set_item(target, key, value, false, offset)
+    }
+}
+
+/// Decodes the internal form (no version byte) with a string configuration
+/// `(py2str_as_py3str, py3str_as_py2str)` and an optional channel factory (`CHANNEL` calls its
+/// `new(id)`).
+///
+/// # Errors
+/// What execnet's decoder raises for the same input.
+pub fn decode_internal<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    strconfig: (bool, bool),
+    channelfactory: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    decode_with(py, data, strconfig, channelfactory, false)
+}
+
+fn decode_with<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    strconfig: (bool, bool),
+    channelfactory: Option<&Bound<'py, PyAny>>,
+    versioned: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut builder = PyBuilder {
+        py,
+        py2str_as_py3str: strconfig.0,
+        py3str_as_py2str: strconfig.1,
+        channelfactory,
+        strings: (data.len() >= CACHE_INPUT_LEN).then(StringCache::new),
+    };
+    codec::decode(&mut builder, data, versioned)
+}
+
+/// The bytes of a bytes-like argument.
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return f(b.as_bytes());
+    }
+    let copy = data.py().get_type::<PyBytes>().call1((data,))?;
+    f(copy.cast::<PyBytes>()?.as_bytes())
+}
+
+/// `dumps(obj) -> bytes`: the versioned form (version byte `\x02`, then the internal form).
+#[pyfunction]
+pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    with_scratch(|out| {
+        out.push(op::DUMPFORMAT_VERSION);
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
+}
+
+/// `dumps_internal(obj) -> bytes`: the internal form used in message payloads.
+#[pyfunction]
+pub fn dumps_internal<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    with_scratch(|out| {
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
+}
+
+thread_local! {
+    /// A reusable encoding buffer per thread (saves an allocation per `dumps`).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are not kept for reuse.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Runs `f` with an empty buffer: the thread's scratch buffer, or a fresh one when it is in use
+/// (a `dumps` nested in user code that runs during encoding).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::with_capacity(64)),
+    })
+}
+
+/// `loads(data, py2str_as_py3str=False, py3str_as_py2str=False)`: decodes the versioned form.
+#[pyfunction]
+#[pyo3(signature = (data, py2str_as_py3str = false, py3str_as_py2str = false))]
+pub fn loads<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    py2str_as_py3str: bool,
+    py3str_as_py2str: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    with_bytes(data, |bytes| {
+        decode_with(py, bytes, (py2str_as_py3str, py3str_as_py2str), None, true)
+    })
+}
+
+/// `loads_internal(data, channelfactory=None, strconfig=(True, False))`: decodes the internal
+/// form; `strconfig=None` means the default.
+#[pyfunction]
+#[pyo3(signature = (data, channelfactory = None, strconfig = None))]
+pub fn loads_internal<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    channelfactory: Option<&Bound<'py, PyAny>>,
+    strconfig: Option<(bool, bool)>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let channelfactory = channelfactory.filter(|f| !f.is_none());
+    let strconfig = strconfig.unwrap_or((true, false));
+    with_bytes(data, |bytes| {
+        decode_with(py, bytes, strconfig, channelfactory, false)
+    })
+}
+
+/// `_scan(data) -> (channel_refs, needs_python_check)`: validates an internal-form payload without
+/// building objects (the engine's `scan`); raises what decoding would raise.
+#[pyfunction(name = "_scan")]
+pub fn scan_payload(data: &Bound<'_, PyAny>) -> PyResult<(bool, bool)> {
+    with_bytes(data, |bytes| {
+        let info = codec::scan(bytes)?;
+        Ok((info.channel_refs, info.needs_python_check))
+    })
+}
