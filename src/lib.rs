@@ -5,5 +5,7 @@
 //! `python` feature and make up the private extension module `execnet._core`.
 
 pub mod codec;
+pub mod rsync;
+
 #[cfg(feature = "python")]
 pub mod py;

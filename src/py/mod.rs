@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 pub mod codec;
+pub mod rsync;
 
 /// The private extension module `execnet._core`.
 #[pymodule(gil_used = false)]
@@ -12,6 +13,9 @@ pub mod _core {
 
     #[pymodule_export]
     use super::codec::{dumps, dumps_internal, loads, loads_internal, scan_payload};
+
+    #[pymodule_export]
+    use super::rsync::{md5_file, md5_files, walk_tree, TreeWalkPy};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,0 +1,340 @@
+"""Send a directory tree to one or more gateways: :class:`RSync`.
+
+The sender walks the source tree once (in Rust, :class:`execnet._core.TreeWalk`) and broadcasts
+the directory-structure stream to every target. Each target runs
+:mod:`execnet.rsync_remote`, mirrors the structure and asks for the files that are missing or
+differ (size and mtime, then MD5); the sender answers those requests, then sends the symlinks.
+Whole files are transferred; there is no delta encoding.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import rsync_remote
+
+try:
+    from . import _core
+except ImportError:  # pragma: no cover - the extension is part of every build
+    _core = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .gateway_base import Channel
+
+__all__ = ["RSync"]
+
+#: Marks the end of the symlink list on the channel.
+_LINKS_END = 42
+#: Structure items walked ahead of sending them.
+_CHUNK = 2048
+#: Requests answered together, so that their checksums are computed in one parallel batch.
+_BATCH = 256
+
+
+def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[Any], list[str]]:
+    """Pure-Python walk with the same output as :func:`execnet._core.walk_tree`."""
+    import stat
+
+    items: list[Any] = []
+    links: list[str] = []
+
+    def visit(path: str) -> None:
+        try:
+            st = os.stat(path) if path is root else os.lstat(path)
+        except OSError:
+            items.append((None, 0, 0))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            names = [
+                name
+                for name in os.listdir(path)
+                if filter is None or filter(os.path.join(path, name))
+            ]
+            items.append([st.st_mode, *names])
+            for name in names:
+                visit(os.path.join(path, name))
+        elif stat.S_ISREG(st.st_mode):
+            items.append((st.st_mode, st.st_mtime, st.st_size))
+        elif stat.S_ISLNK(st.st_mode):
+            items.append(None)
+            links.append(path)
+        else:
+            raise ValueError(f"cannot sync {path!r}")
+
+    visit(root)
+    return items, links
+
+
+def _md5(data: bytes) -> bytes:
+    from hashlib import md5
+
+    return md5(data, usedforsecurity=False).digest()
+
+
+def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
+    """A function sending one item to every channel, serialising it only once."""
+    if len(channels) == 1:
+        return channels[0].send
+    try:
+        from .gateway_base import Message, dumps_internal
+    except ImportError:  # pragma: no cover - both are part of the internal contract
+        dumps_internal = None  # type: ignore[assignment]
+    if dumps_internal is None or not all(hasattr(c.gateway, "_send") for c in channels):
+
+        def send_each(item: Any) -> None:
+            for channel in channels:
+                channel.send(item)
+
+        return send_each
+    code = Message.CHANNEL_DATA
+    targets = [(channel, channel.gateway._send, channel.id) for channel in channels]
+
+    def send_encoded(item: Any) -> None:
+        data = dumps_internal(item)
+        for channel, send, channelid in targets:
+            # What Channel.send checks, for the same error.
+            if channel.isclosed():
+                raise OSError(f"cannot send to {channel!r}")
+            send(code, channelid, data)
+
+    return send_encoded
+
+
+class RSync:
+    """Send a directory to one or more remote places.
+
+    Register targets with :meth:`add_target`, then call :meth:`send`. Files are compared by
+    size and modification time, then by MD5; only files that differ are transferred.
+    """
+
+    def __init__(
+        self,
+        sourcedir: str | os.PathLike[str],
+        callback: Callable[[str, int, Channel], Any] | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self._sourcedir = str(sourcedir)
+        self._verbose = verbose
+        assert callback is None or callable(callback)
+        self._callback = callback
+        self._channels: dict[Channel, Callable[[], Any] | None] = {}
+        self._receivequeue: queue.Queue[tuple[Channel, Any]] = queue.Queue()
+        self._links: list[tuple[str, str, str]] = []
+        # Per target: sizes of the requested files (for "ack" progress) and their total.
+        self._pending_sizes: dict[Channel, deque[int]] = {}
+        self._requested_bytes: dict[Channel, int] = {}
+
+    def filter(self, path: str) -> bool:
+        """Return False to leave ``path`` (a full source path) out of the transfer."""
+        return True
+
+    def _report_send_file(self, gateway: Gateway, modified_rel_path: str) -> None:
+        """Called for every file whose bytes are sent to ``gateway``."""
+        if self._verbose:
+            print(f"{gateway!r} <= {modified_rel_path}")
+
+    def add_target(
+        self,
+        gateway: Gateway,
+        destdir: str | os.PathLike[str],
+        finishedcallback: Callable[[], Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Add a remote target directory; ``options`` may only contain ``delete``.
+
+        With ``delete=True`` the target loses every entry that the source does not have.
+        """
+        for name in options:
+            assert name in ("delete",), name
+        channel = gateway.remote_exec(rsync_remote)
+        channel.reconfigure(py2str_as_py3str=False, py3str_as_py2str=False)
+
+        def itemcallback(req: Any) -> None:
+            self._receivequeue.put((channel, req))
+
+        channel.setcallback(itemcallback, endmarker=None)
+        channel.send((str(destdir), options))
+        self._channels[channel] = finishedcallback
+
+    def send(self, raises: bool = True) -> None:
+        """Synchronise the source directory to every target added since the last send.
+
+        Raises OSError when there is no target (returns None instead if ``raises`` is False).
+        """
+        if not self._channels:
+            if raises:
+                raise OSError("no targets available, maybe you are trying call send() twice?")
+            return
+        self._links = []
+        self._send_directory_structure(self._root())
+        while self._channels:
+            self._process(self._next_batch())
+
+    # -- sending the structure -------------------------------------------------------------
+
+    def _root(self) -> str:
+        root = self._sourcedir
+        if root.endswith(os.sep) and root != os.sep:
+            root = root.rstrip(os.sep) or os.sep
+        return root
+
+    def _filter_hook(self) -> Callable[[str], bool] | None:
+        # The walk calls back into Python only when a subclass (or instance) replaced filter.
+        if "filter" in vars(self) or type(self).filter is not RSync.filter:
+            return self.filter
+        return None
+
+    def _send_directory_structure(self, root: str) -> None:
+        hook = self._filter_hook()
+        parts: Iterable[tuple[list[Any], list[str]]]
+        if _core is not None:
+            # Parts of the tree go out while the rest is walked, so targets start early.
+            parts = _core.TreeWalk(root, hook, _CHUNK)
+        else:
+            parts = [_walk_python(root, hook)]
+        broadcast = _broadcaster(list(self._channels))
+        first = True
+        for items, links in parts:
+            if first and items and items[0] == (None, 0, 0):
+                # Sending this would make every target delete its copy of the tree.
+                raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
+            first = False
+            for path in links:
+                self._record_link(root, path)
+            for item in items:
+                broadcast(item)
+
+    def _record_link(self, root: str, path: str) -> None:
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        rel = path[len(prefix) :]
+        try:
+            linkpoint = os.readlink(path)
+        except OSError:
+            return  # vanished since the walk; the target gets nothing for it
+        try:
+            relpath: str | None = os.path.relpath(linkpoint, root)
+        except ValueError:
+            relpath = None
+        if (
+            relpath is not None
+            and relpath not in (os.curdir, os.pardir)
+            and not relpath.startswith(os.pardir + os.sep)
+        ):
+            self._links.append(("linkbase", rel, relpath))
+        else:
+            self._links.append(("link", rel, linkpoint))
+
+    # -- serving the targets ---------------------------------------------------------------
+
+    def _next_batch(self) -> list[tuple[Channel, Any]]:
+        batch = [self._receivequeue.get()]
+        while len(batch) < _BATCH:
+            try:
+                batch.append(self._receivequeue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[tuple[Channel, Any]]) -> None:
+        digests = self._source_digests(batch)
+        for channel, req in batch:
+            if req is None:
+                self._channel_ended(channel)
+                continue
+            command, data = req
+            if command == "send":
+                self._send_file(channel, data, digests)
+            elif command == "list_done":
+                if self._callback is not None:
+                    self._callback("list", self._requested_bytes.get(channel, 0), channel)
+            elif command == "ack":
+                sizes = self._pending_sizes.get(channel)
+                size = sizes.popleft() if sizes else 0
+                if self._callback is not None:
+                    self._callback("ack", size, channel)
+            elif command == "links":
+                for link in self._links:
+                    channel.send(link)
+                channel.send(_LINKS_END)
+            elif command == "done":
+                self._target_done(channel)
+            else:
+                raise ValueError(f"unknown rsync request {command!r} from {channel!r}")
+
+    def _source_digests(self, batch: list[tuple[Channel, Any]]) -> dict[str, bytes | None]:
+        """MD5 of every source file in ``batch`` whose target sent a checksum, in parallel."""
+        paths = []
+        for _, req in batch:
+            if req is not None and req[0] == "send" and req[1][1] is not None:
+                paths.append(self._source_path(req[1][0]))
+        if not paths or _core is None:
+            return {}
+        unique = list(dict.fromkeys(paths))
+        return dict(zip(unique, _core.md5_files(unique), strict=False))
+
+    def _source_path(self, components: list[str]) -> str:
+        return os.path.join(self._root(), *components)
+
+    def _send_file(
+        self,
+        channel: Channel,
+        data: tuple[list[str], bytes | None],
+        digests: dict[str, bytes | None],
+    ) -> None:
+        components, checksum = data
+        path = self._source_path(components)
+        known = digests.get(path)
+        content: bytes | None
+        if checksum is not None and known is not None and known == checksum:
+            content = None
+            size = self._size(path) if self._callback is not None else 0
+        else:
+            try:
+                with open(path, "rb") as f:
+                    content = f.read()
+            except OSError:
+                content = None
+            size = 0 if content is None else len(content)
+            if content is not None:
+                if checksum is not None and known is None and checksum == _md5(content):
+                    content = None
+                else:
+                    self._report_send_file(channel.gateway, os.path.join("", *components))
+        self._pending_sizes.setdefault(channel, deque()).append(size)
+        self._requested_bytes[channel] = self._requested_bytes.get(channel, 0) + size
+        channel.send(content)
+
+    @staticmethod
+    def _size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return 0
+
+    def _target_done(self, channel: Channel) -> None:
+        finishedcallback = self._channels.pop(channel)
+        self._forget(channel)
+        if finishedcallback is not None:
+            finishedcallback()
+        channel.waitclose()
+
+    def _channel_ended(self, channel: Channel) -> None:
+        if channel not in self._channels:
+            return  # finished normally; this is its close
+        del self._channels[channel]
+        self._forget(channel)
+        try:
+            channel.waitclose()
+        except EOFError as exc:
+            raise EOFError(f"connection to {channel.gateway!r} lost during rsync: {exc}") from exc
+        raise OSError(f"connection unexpectedly closed: {channel.gateway} ")
+
+    def _forget(self, channel: Channel) -> None:
+        self._pending_sizes.pop(channel, None)
+        self._requested_bytes.pop(channel, None)
