@@ -72,6 +72,8 @@ class Workload:
 
 @dataclass
 class Sample:
+    """One measurement: its value (None when it failed or was incorrect) and what was seen."""
+
     value: float | None
     correct: bool
     seconds: float
@@ -388,13 +390,16 @@ def machine() -> dict[str, Any]:
 
 
 class Runner:
+    """Runs the selected workloads on both sides and collects their summaries in ``results``."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.quick: bool = args.quick
-        self.timeout: float = args.timeout or (120.0 if self.quick else 600.0)
+        self.timeout: float = args.timeout or (120.0 if self.quick else 300.0)
         self.results: dict[str, Any] = {}
         self.count = 0
         self.total = 0
+        self.started = time.monotonic()
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -448,7 +453,8 @@ class Runner:
                 shown = "-" if sample.value is None else _report.fmt(sample.value)
                 error = f"  ERROR {sample.error.splitlines()[0]}" if sample.error else ""
                 self.log(
-                    f"[{self.count}/{self.total}] {workload.name} {side} {rep + 1}/{n}: "
+                    f"[{self.count}/{self.total} +{time.monotonic() - self.started:.0f}s] "
+                    f"{workload.name} {side} {rep + 1}/{n}: "
                     f"{shown} {workload.unit} ({sample.seconds:.1f} s){error}"
                 )
                 if sample.error:
@@ -555,7 +561,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--repeat", type=int, help="repetitions per side (default: per workload)")
-    p.add_argument("--timeout", type=float, help="seconds per measurement (default 600, quick 120)")
+    p.add_argument("--timeout", type=float, help="seconds per measurement (default 300, quick 120)")
     p.add_argument("--ours-python", help="interpreter with this package (default .side/bench-ours)")
     p.add_argument(
         "--upstream-python", help="interpreter with execnet 2.1.2 (default .side/bench-upstream)"

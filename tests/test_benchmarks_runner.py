@@ -337,7 +337,7 @@ def test_cli_alternates_sides_and_survives_a_broken_side(tmp_path: Path) -> None
         assert "exit 7" in entry["ours"]["errors"][0]
         assert entry["ratio"] is None
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
-    sides = [ln.split()[2] for ln in lines if ln.split()[1] == "bare_start"]
+    sides = [ln.split()[3] for ln in lines if ln.split()[2] == "bare_start"]
     assert sides == ["upstream", "ours", "upstream"]
     assert "| `pipe_pingpong`" in (tmp_path / "r.md").read_text()
     assert "3 measurement(s) failed or were incorrect" in proc.stderr
