@@ -184,6 +184,11 @@ def _ratio(entry: dict[str, Any]) -> str:
     return f"{ratio:.2f}x ({arrow})" if entry.get("baseline") else f"**{ratio:.2f}x**"
 
 
+def _cpu_ratio(entry: dict[str, Any]) -> str:
+    ratio = entry.get("cpu_ratio")
+    return "–" if ratio is None else f"{ratio:.2f}x"
+
+
 def _side_label(side: dict[str, Any]) -> str:
     version = side.get("execnet_version") or side.get("execnet_error") or side.get("error")
     python = str(side.get("python"))
@@ -196,15 +201,16 @@ def _side_label(side: dict[str, Any]) -> str:
 def _table(report: dict[str, Any], names: list[str]) -> list[str]:
     results = report["results"]
     lines = [
-        "| workload | unit | upstream median (min–max) | ours median (min–max) | ours/upstream |",
-        "|---|---|---|---|---|",
+        "| workload | unit | upstream median (min–max) | ours median (min–max) | ours/upstream "
+        "| CPU time ours/upstream |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
         e = results[name]
         better = "↓" if e["better"] == "lower" else "↑"
         lines.append(
             f"| `{name}`: {e['description']} | {e['unit']} {better} | {_cell(e['upstream'])} | "
-            f"{_cell(e['ours'])} | {_ratio(e)} |"
+            f"{_cell(e['ours'])} | {_ratio(e)} | {_cpu_ratio(e)} |"
         )
     return lines
 
@@ -263,7 +269,9 @@ def gateway_section(report: dict[str, Any], level: str = "##") -> list[str]:
     lines += [
         "Each row is one workload, run in a fresh process per measurement, the sides taking "
         "turns; ↓ marks times (lower is better), ↑ rates. Baselines use no execnet and show "
-        "what the machine allows.",
+        "what the machine allows. The last column compares the CPU time (user + system) of "
+        "each measurement's whole process tree, start-up included, which a busy machine "
+        "disturbs less than wall time.",
         "",
     ]
     lines += _table(report, names)
@@ -282,7 +290,8 @@ def xdist_section(report: dict[str, Any], level: str = "##") -> list[str]:
         f"{level} pytest-xdist",
         "",
         "Wall time of `python -m pytest -q -p no:cacheprovider SUITE` plus the mode's flags, for "
-        "generated suites; each side's environment holds pytest 8.4.2 and pytest-xdist 3.8.0.",
+        "generated suites; each side's environment holds pytest 8.4.2 and pytest-xdist 3.8.0. "
+        "The last column compares the CPU time of the whole pytest process tree.",
         "",
     ]
     lines += _table(report, names)

@@ -25,6 +25,7 @@ import fnmatch
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -261,6 +262,8 @@ class Finished:
     seconds: float
     # Processes of its session still running after it exited (a gateway outliving its master).
     leftovers: bool = False
+    # User + system CPU time of the process and every descendant it waited for.
+    cpu_seconds: float = 0.0
 
 
 def _kill_group(pid: int) -> bool:
@@ -279,6 +282,7 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
     runner waiting. On timeout (or Ctrl-C) the whole process group, gateways included, is killed.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             argv,
@@ -298,6 +302,8 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
             proc.wait()
             raise
         elapsed = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
         leftovers = _kill_group(proc.pid)
         proc.wait()
         out.seek(0)
@@ -306,7 +312,7 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
     if code == -9:
         stderr = f"timed out after {timeout:.0f} s\n{stderr}"
         leftovers = False
-    return Finished(code, stdout, stderr, elapsed, leftovers)
+    return Finished(code, stdout, stderr, elapsed, leftovers, cpu)
 
 
 def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sample:
@@ -320,7 +326,11 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
         correct = done.returncode == workload.expect_returncode and (
             workload.expect_summary is None or workload.expect_summary in last
         )
-        detail: dict[str, Any] = {"summary": last, "leftovers": done.leftovers}
+        detail: dict[str, Any] = {
+            "summary": last,
+            "leftovers": done.leftovers,
+            "cpu_s": done.cpu_seconds,
+        }
         error = None
         if not correct:
             error = (
@@ -340,6 +350,7 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
         error = f"unreadable output ({exc}): {done.stdout[-500:]!r}"
         return Sample(None, False, done.seconds, {}, error)
     detail["leftovers"] = done.leftovers
+    detail["cpu_s"] = done.cpu_seconds
     if not data.get("correct"):
         detail["value_when_incorrect"] = value
         return Sample(None, False, done.seconds, detail, "incorrect result")
@@ -358,6 +369,9 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     }
     if values:
         summary.update(median=statistics.median(values), min=min(values), max=max(values))
+        cpu = [s.detail["cpu_s"] for s in samples if s.value is not None and "cpu_s" in s.detail]
+        if cpu:
+            summary["cpu_median_s"] = statistics.median(cpu)
     return summary
 
 
@@ -476,6 +490,8 @@ class Runner:
             entry[side] = summarize(samples[side])
         up, ours = entry["upstream"].get("median"), entry["ours"].get("median")
         entry["ratio"] = ours / up if up and ours is not None else None
+        up_cpu, ours_cpu = (entry[side].get("cpu_median_s") for side in SIDES)
+        entry["cpu_ratio"] = ours_cpu / up_cpu if up_cpu and ours_cpu is not None else None
         self.results[workload.name] = entry
 
     def run_xdist(self, workloads: list[Workload], pythons: dict[str, str], root: Path) -> None:

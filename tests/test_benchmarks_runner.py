@@ -332,6 +332,7 @@ def test_cli_alternates_sides_and_survives_a_broken_side(tmp_path: Path) -> None
     assert set(report["results"]) == {"bare_start", "pipe_pingpong", "pipe_throughput"}
     for entry in report["results"].values():
         assert entry["upstream"]["correct"] and len(entry["upstream"]["samples"]) == 2
+        assert entry["upstream"]["cpu_median_s"] > 0
         # The broken side fails once per workload and is then skipped.
         assert entry["ours"]["samples"] == [] and len(entry["ours"]["errors"]) == 1
         assert "exit 7" in entry["ours"]["errors"][0]
