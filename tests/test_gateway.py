@@ -372,3 +372,14 @@ def test_gevent_worker_serves_and_exits_cleanly() -> None:
     assert out.returncode == 0, out.stderr
     # upstream 2.1.2's gevent workers exited with status 120 (FileObjectThread at shutdown)
     assert out.stdout == "rc 0\n"
+
+
+def test_thread_model_sequential_execs_all_get_the_main_thread(gw: Gateway) -> None:
+    # the channel close is sent only after the main thread is free again, so an exec issued
+    # after waitclose() never races into an extra thread
+    for _ in range(30):
+        ch = gw.remote_exec(
+            "import threading\nchannel.send(threading.current_thread() is threading.main_thread())"
+        )
+        assert ch.receive(TIMEOUT) is True
+        ch.waitclose(TIMEOUT)
