@@ -17,7 +17,7 @@ try:
     from execnet.gateway_base import Message, Popen2IO
 except ImportError:  # shipped source running in an exec-bootstrapped forwarder
     try:
-        from __main__ import Message, Popen2IO  # type: ignore[attr-defined,no-redef]
+        from __main__ import Message, Popen2IO  # type: ignore[no-redef]
     except ImportError:
         Message = Popen2IO = None  # type: ignore[misc,assignment]
 
@@ -90,7 +90,7 @@ class Popen2IOMaster:
 
     def read(self, numbytes: int) -> bytes:
         """Read exactly ``numbytes`` bytes from the child's stdout (EOFError if it ends)."""
-        buf = self._stdout.read(numbytes)
+        buf: bytes = self._stdout.read(numbytes)
         if len(buf) == numbytes:
             return buf
         parts = [buf]

@@ -7,9 +7,14 @@ there: the ``socket`` module and builtins.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gateway_bootstrap import HostNotFound
+
+if TYPE_CHECKING:
+    import socket
+
+    from .gateway_base import ExecModel
 
 
 class SocketIO:
@@ -17,7 +22,7 @@ class SocketIO:
 
     remoteaddress: str
 
-    def __init__(self, sock, execmodel):  # type: ignore[no-untyped-def]
+    def __init__(self, sock: socket.socket, execmodel: ExecModel) -> None:
         self.sock = sock
         self.execmodel = execmodel
         socket = execmodel.socket
@@ -30,7 +35,7 @@ class SocketIO:
 
             sys.stderr.write("WARNING: cannot set socketoption")
 
-    def read(self, numbytes):  # type: ignore[no-untyped-def]
+    def read(self, numbytes: int) -> bytes:
         """Read exactly ``numbytes`` bytes (EOFError when the peer closes first)."""
         parts = []
         got = 0
@@ -42,25 +47,25 @@ class SocketIO:
             got += len(data)
         return b"".join(parts)
 
-    def write(self, data):  # type: ignore[no-untyped-def]
+    def write(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def close_read(self):  # type: ignore[no-untyped-def]
+    def close_read(self) -> None:
         try:
             self.sock.shutdown(0)
         except OSError:
             pass
 
-    def close_write(self):  # type: ignore[no-untyped-def]
+    def close_write(self) -> None:
         try:
             self.sock.shutdown(1)
         except OSError:
             pass
 
-    def wait(self):  # type: ignore[no-untyped-def]
+    def wait(self) -> None:
         pass
 
-    def kill(self):  # type: ignore[no-untyped-def]
+    def kill(self) -> None:
         pass
 
 

@@ -359,7 +359,7 @@ class MultiChannel:
                     self._queue = ch.gateway.execmodel.queue.Queue()
 
                 def putreceived(obj: object, channel: Channel = ch) -> None:
-                    self._queue.put((channel, obj))  # type: ignore[union-attr]
+                    self._queue.put((channel, obj))
 
                 if endmarker is NO_ENDMARKER_WANTED:
                     ch.setcallback(putreceived)
