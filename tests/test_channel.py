@@ -377,7 +377,9 @@ class TestConcurrency:
         def pump(ch: Channel, seed: int) -> None:
             try:
                 for i in range(nitems):
-                    item = (seed, i, "x" * ((i * 37 + seed) % 3000))
+                    # every 10th item exceeds the pipe buffer, so writes are split
+                    size = 200_000 if i % 10 == 0 else (i * 37 + seed) % 3000
+                    item = (seed, i, "x" * size)
                     ch.send(item)
                     assert ch.receive(TIMEOUT) == item
             except BaseException as e:  # reported below
