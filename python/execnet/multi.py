@@ -189,11 +189,10 @@ class Group:
         ``timeout=None`` it waits as long as it takes and never kills.
         """
         while self:
+            threads = _threads_available(self.execmodel)
             vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
             before = len(self._gateways)
-            for gw in self:
-                if gw.id not in vias:
-                    gw.exit()
+            _exit_all([gw for gw in self if gw.id not in vias], self.execmodel, timeout, threads)
             if len(self._gateways) == before:
                 # No progress (an exit() that did not unregister): take them all out.
                 for gw in self:
@@ -202,7 +201,7 @@ class Group:
                         self._unregister(gw)
             to_join = list(self._gateways_to_join)
             del self._gateways_to_join[:]
-            if _threads_available(self.execmodel):
+            if threads:
                 safe_terminate(
                     self.execmodel,
                     timeout,
@@ -250,6 +249,32 @@ def _discard_io(io: Any) -> None:
             io.kill()
     except (OSError, ValueError, EOFError):
         pass
+
+
+def _exit_all(
+    gateways: list[Any], execmodel: ExecModel, timeout: float | None, threads: bool
+) -> None:
+    """Call ``exit()`` on every gateway; with a timeout, kill those whose exit blocks.
+
+    ``exit()`` writes the termination message, which blocks when the worker stopped reading
+    and its pipe is full; killing the process makes that write fail, so exit() returns.
+    """
+    if timeout is None or not threads or not gateways:
+        for gw in gateways:
+            gw.exit()
+        return
+    pool = WorkerPool(execmodel)
+    replies = [(gw, pool.spawn(gw.exit)) for gw in gateways]
+    deadline = time.monotonic() + timeout
+    for gw, reply in replies:
+        try:
+            reply.waitfinish(timeout=max(0.0, deadline - time.monotonic()))
+        except OSError:
+            trace(f"exit() of {gw!r} blocked; killing it")
+            _kill(gw)
+            continue
+        reply.get()
+    pool.trigger_shutdown()
 
 
 def _join_wait(gw: Any) -> None:
