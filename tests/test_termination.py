@@ -287,8 +287,14 @@ def test_terminate_with_zero_timeout_leaves_no_process_running(group: Group) -> 
     assert all(process_gone(pid) for pid in pids)
 
 
-def test_terminate_is_bounded_when_the_worker_stops_reading(group: Group) -> None:
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "no-threads"])
+def test_terminate_is_bounded_when_the_worker_stops_reading(
+    group: Group, threads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
+
+    # without threads: the path taken at interpreter shutdown on Python >= 3.12
+    monkeypatch.setattr("execnet.multi._threads_available", lambda execmodel: threads)
 
     gw = group.makegateway("popen")
     ch = gw.remote_exec(

@@ -259,8 +259,16 @@ def _exit_all(
     ``exit()`` writes the termination message, which blocks when the worker stopped reading
     and its pipe is full; killing the process makes that write fail, so exit() returns.
     """
-    if timeout is None or not threads or not gateways:
+    if timeout is None or not gateways:
         for gw in gateways:
+            gw.exit()
+        return
+    if not threads:
+        deadline = time.monotonic() + timeout
+        for gw in gateways:
+            if not _writable(gw, max(0.0, deadline - time.monotonic())):
+                trace(f"{gw!r} does not read its input; killing it")
+                _kill(gw)
             gw.exit()
         return
     pool = WorkerPool(execmodel)
@@ -275,6 +283,21 @@ def _exit_all(
             continue
         reply.get()
     pool.trigger_shutdown()
+
+
+def _writable(gw: Any, timeout: float) -> bool:
+    """Whether a small write to a subprocess gateway's stdin pipe would not block."""
+    import select
+
+    stdin = getattr(getattr(gw, "_io", None), "_stdin", None)
+    try:
+        fd = stdin.fileno()  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return True
+    try:
+        return bool(select.select([], [fd], [], timeout)[1])
+    except (OSError, ValueError):
+        return True
 
 
 def _join_wait(gw: Any) -> None:
