@@ -170,8 +170,9 @@ class Group:
     def _register(self, gateway: Any) -> None:
         assert getattr(gateway, "_group", None) is None
         assert gateway.id
-        assert gateway.id not in self
-        self._gateways.append(gateway)
+        with self._autoidlock:  # check and append atomically (concurrent makegateway)
+            assert gateway.id not in self
+            self._gateways.append(gateway)
         gateway._group = self
 
     def _unregister(self, gateway: Any) -> None:
