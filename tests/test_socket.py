@@ -363,3 +363,23 @@ def test_loop_socketserver_restarts_after_quit(group: Group, tmp_path: Path) -> 
     finally:
         os.killpg(loop.pid, signal.SIGKILL)
         loop.wait()
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:0", ("127.0.0.1", 0)], ids=["str", "tuple"])
+def test_socketserver_as_remote_exec_module(group: Group, bind: object) -> None:
+    from execnet.script import socketserver
+
+    host_gw = group.makegateway("popen//id=host")
+    ch = host_gw.remote_exec(socketserver)
+    ch.send(bind)
+    host, port = ch.receive()
+    assert host == "127.0.0.1" and port > 0
+    gw = group.makegateway(f"socket={host}:{port}")
+    host_pid = host_gw.remote_exec("import os; channel.send(os.getpid())").receive()
+    assert gw._rinfo().pid == host_pid
+    gw.exit()
+    gw.join(timeout=5.0)
+    # exactly one connection is served; then the remote_exec ends and the port is closed
+    ch.waitclose(timeout=10)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5).close()
