@@ -383,3 +383,26 @@ def test_socketserver_as_remote_exec_module(group: Group, bind: object) -> None:
     ch.waitclose(timeout=10)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, port), timeout=5).close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_socketserver(group: Group, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    srv = Server(f"[::1]:{port}", cwd=tmp_path)
+    try:
+        gw = group.makegateway(f"socket=[::1]:{port}")
+        assert gw.remoteaddress == f"[::1]:{port}"
+        assert gw._rinfo().pid == srv.proc.pid
+    finally:
+        srv.stop()

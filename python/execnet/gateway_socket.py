@@ -95,7 +95,11 @@ def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
         host, _, portstr = str(spec.socket).rpartition(":")
         port = int(portstr)
     socket = execmodel.socket
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET
+    if host.startswith("[") and host.endswith("]"):  # socket=[::1]:8888
+        host = host[1:-1]
+        family = socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.connect((host, port))
     except socket.gaierror:
@@ -106,5 +110,8 @@ def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
         raise
     io = SocketIO(sock, execmodel)
     peer = sock.getpeername()
-    io.remoteaddress = "%s:%d" % (peer[0], peer[1])
+    if family == socket.AF_INET6:
+        io.remoteaddress = "[%s]:%d" % (peer[0], peer[1])
+    else:
+        io.remoteaddress = "%s:%d" % (peer[0], peer[1])
     return io
