@@ -326,29 +326,29 @@ def test_thread_model_runs_concurrent_execs_in_parallel(gw: Gateway) -> None:
     ch1.waitclose(TIMEOUT)
 
 
-def _gevent_path() -> str | None:
-    side = Path(__file__).resolve().parent.parent / ".side" / "gevent"
-    if (side / "gevent").is_dir():
+def _green_path(name: str) -> str | None:
+    side = Path(__file__).resolve().parent.parent / ".side" / name
+    if (side / name).is_dir():
         return str(side)
     try:
-        import gevent  # noqa: F401
+        importlib.import_module(name)
     except ImportError:
         return None
     return ""
 
 
-@pytest.mark.skipif(
-    _gevent_path() is None, reason="gevent not available (pip install --target .side/gevent gevent)"
-)
-def test_gevent_worker_serves_and_exits_cleanly() -> None:
+@pytest.mark.parametrize("model", ["gevent", "eventlet"])
+def test_green_worker_serves_and_exits_cleanly(model: str) -> None:
     import subprocess
 
+    extra = _green_path(model)
+    if extra is None:
+        pytest.skip(f"{model} not available (pip install --target .side/{model} {model})")
     script = textwrap.dedent(
-        """
+        f"""
         import execnet
-        from execnet import gateway_base
-        gw = execnet.makegateway("popen//execmodel=gevent")
-        assert gw.remote_status().execmodel == "gevent"
+        gw = execnet.makegateway("popen//execmodel={model}")
+        assert gw.remote_status().execmodel == "{model}"
         ch = gw.remote_exec("channel.send(channel.receive() + 1)")
         ch.send(41)
         assert ch.receive(10) == 42
@@ -363,7 +363,6 @@ def test_gevent_worker_serves_and_exits_cleanly() -> None:
         """
     )
     env = dict(os.environ)
-    extra = _gevent_path()
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
     out = subprocess.run(
