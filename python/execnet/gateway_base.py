@@ -1423,31 +1423,52 @@ class BaseGateway:
                 self._send_depth += 1
                 try:
                     message.to_io(self._io)
-                    deferred = self._deferred_sends
-                    while deferred:
-                        deferred.pop(0).to_io(self._io)
+                    self._write_deferred()
                 finally:
                     self._send_depth -= 1
+            if self._deferred_sends:
+                self._flush_deferred()
             self._trace("sent", message)
         except (OSError, ValueError) as e:
             self._trace("failed to send", message, e)
             raise OSError("cannot send (already closed?)") from e
 
-    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
-        """Send, or queue behind the frame this thread is writing right now.
+    def _write_deferred(self) -> None:
+        # called with the send lock held
+        deferred = self._deferred_sends
+        while deferred:
+            deferred.pop(0).to_io(self._io)
 
-        Used by ``Channel.__del__``: garbage collection can run it in the middle of a write
-        by the same thread, where a nested frame would corrupt the stream.
-        """
+    def _flush_deferred(self) -> None:
+        # Never blocks: whoever holds the send lock writes the queue after its own frame and
+        # checks it again after releasing the lock.
         lock = self._sendlock
-        if lock.acquire(False):
-            try:
-                if self._send_depth:
-                    self._deferred_sends.append(Message(msgcode, channelid))
-                    return
-            finally:
-                lock.release()
-        self._send(msgcode, channelid)
+        if not lock.acquire(False):
+            return
+        try:
+            if not self._send_depth:
+                self._send_depth += 1
+                try:
+                    self._write_deferred()
+                finally:
+                    self._send_depth -= 1
+        finally:
+            lock.release()
+
+    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
+        """Send without ever blocking on the send lock (used by ``Channel.__del__``).
+
+        Garbage collection runs ``__del__`` at arbitrary points: in the middle of a write by the
+        same thread (a nested frame would corrupt the stream), or in the receiver thread while
+        another thread is blocked writing to a full pipe (waiting for the lock would deadlock
+        with a peer that waits for us to read). The frame is queued and written by whoever
+        holds, or next takes, the send lock.
+        """
+        self._deferred_sends.append(Message(msgcode, channelid))
+        try:
+            self._flush_deferred()
+        except (OSError, ValueError) as e:
+            self._trace("failed to send deferred messages", e)
 
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         channel.close("execution disallowed")
