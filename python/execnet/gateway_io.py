@@ -53,7 +53,8 @@ class Popen2IOMaster:
             args, stdin=PIPE, stdout=PIPE, stderr=PIPE if stderr_tee else None
         )
         self._stdin = self.popen.stdin
-        self._stdin_raw = self._stdin.raw
+        # None for file objects without a raw layer (gevent's): then write + flush
+        self._stdin_raw = getattr(self._stdin, "raw", None)
         self._stdout = self.popen.stdout
         self._stderr_done = None
         if stderr_tee:
@@ -62,10 +63,12 @@ class Popen2IOMaster:
 
     def _tee_stderr(self) -> None:
         stream = self.popen.stderr
+        # read1: whatever is available (cooperative for green exec models' file objects)
+        read = getattr(stream, "read1", stream.read)
         kept = 0
         try:
             while True:
-                data = os.read(stream.fileno(), 4096)
+                data = read(4096)
                 if not data:
                     break
                 try:
@@ -107,9 +110,14 @@ class Popen2IOMaster:
         """Write all of ``data`` to the child's stdin."""
         # Unbuffered writes: nothing is left in a buffer to be flushed (and to fail again
         # with BrokenPipeError) when the pipe is closed or garbage-collected later.
+        raw = self._stdin_raw
+        if raw is None:
+            self._stdin.write(data)
+            self._stdin.flush()
+            return
         view = memoryview(data)
         while view:
-            written = self._stdin_raw.write(view)
+            written = raw.write(view)
             view = view[written:]
 
     def close_read(self) -> None:
