@@ -38,6 +38,12 @@ _STDERR_KEEP = 4096
 class Popen2IOMaster:
     """Protocol IO over the stdin/stdout pipes of a child process (``subprocess.Popen``).
 
+    The child stays in this process's process group, so a terminal's Ctrl-C reaches workers
+    as it does with execnet. No ``PR_SET_PDEATHSIG``: Linux ties it to the *thread* that
+    started the child, and gateways are often made from short-lived threads (pytest-xdist),
+    which would kill healthy workers. A worker whose master dies sees EOF on its stdin and
+    shuts itself down instead.
+
     ``stderr_tee=True`` pipes the child's stderr through a thread that copies it to fd 2 and
     keeps its tail in :attr:`stderr_tail` (used to explain ssh failures).
     """
