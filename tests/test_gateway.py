@@ -327,14 +327,21 @@ def test_thread_model_runs_concurrent_execs_in_parallel(gw: Gateway) -> None:
 
 
 def _green_path(name: str) -> str | None:
+    """PYTHONPATH entry that makes ``name`` importable here ("" if installed), else None."""
+    import subprocess
+
     side = Path(__file__).resolve().parent.parent / ".side" / name
-    if (side / name).is_dir():
-        return str(side)
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return None
-    return ""
+    for extra in ("", str(side)):
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [extra, os.environ.get("PYTHONPATH")])),
+        )
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], env=env, capture_output=True, timeout=60
+        )
+        if probe.returncode == 0:
+            return extra
+    return None
 
 
 @pytest.mark.parametrize("model", ["gevent", "eventlet"])
