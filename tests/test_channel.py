@@ -406,3 +406,20 @@ class TestConcurrency:
             time.sleep(0.02)
         else:
             pytest.fail("worker kept channel objects")
+
+
+def test_receive_inside_a_callback_fails_instead_of_hanging(gw: Gateway) -> None:
+    other = gw.newchannel()
+    errors: list[BaseException] = []
+
+    def callback(item: object) -> None:
+        try:
+            other.receive()
+        except OSError as e:
+            errors.append(e)
+
+    ch = gw.remote_exec("channel.receive()\nchannel.send(1)")
+    ch.setcallback(callback, endmarker=None)
+    ch.send("go")  # the item arrives after setcallback: the callback runs in the receiver
+    wait_for(lambda: len(errors) >= 1)
+    assert "in the receiver thread would never return" in str(errors[0])

@@ -1032,6 +1032,9 @@ class Channel:
         itemqueue = self._items
         if itemqueue is None:
             raise OSError("cannot receive(), channel has receiver callback")
+        if timeout is None and itemqueue.empty() and self._in_receiver_thread():
+            # only the receiver thread could deliver the item: upstream hung here forever
+            raise OSError(f"receive() on {self!r} in the receiver thread would never return")
         try:
             x = itemqueue.get(timeout=timeout)
         except self.gateway.execmodel.queue.Empty:
@@ -1040,6 +1043,10 @@ class Channel:
             itemqueue.put(x)  # for other receivers
             raise self._getremoteerror() or EOFError()
         return x
+
+    def _in_receiver_thread(self) -> bool:
+        ident = getattr(self.gateway, "_receiver_ident", None)
+        return ident is not None and ident == self.gateway.execmodel.get_ident()
 
     def __iter__(self) -> Iterator[Any]:
         return self
