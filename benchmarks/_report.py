@@ -219,7 +219,7 @@ def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
     lines = ["| target | measured | goal | met |", "|---|---|---|---|"]
     for t in targets:
         met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
-        value = "–" if t["value"] is None else f"{t['value']:.3g}"
+        value = fmt(t["value"])
         lines.append(f"| {t['label']} | {value} | {t['op']} {t['threshold']:g} | {met} |")
     return lines
 
