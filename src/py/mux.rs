@@ -2,6 +2,7 @@
 //! write lock) and `ChannelQueue` (a channel's receive queue).
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -252,11 +253,19 @@ impl MuxPy {
         let spawned = std::thread::Builder::new()
             .name("execnet-mux-reader".into())
             .spawn(move || {
-                let mut reader = crate::frame::FrameReader::new(side);
-                let exit = run_reader(&mut reader, &shared.router, |frame, burst| {
-                    shared.dispatch(frame, burst)
+                // A bug must still end the reader properly (on_exit, finished state): a
+                // reader that vanished silently would leave join() waiting forever.
+                let exit = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut reader = crate::frame::FrameReader::new(side);
+                    run_reader(&mut reader, &shared.router, |frame, burst| {
+                        shared.dispatch(frame, burst)
+                    })
+                }))
+                .unwrap_or_else(|_| {
+                    ReaderExit::Stopped(Stop::Raised(PyRuntimeError::new_err(
+                        "internal error in the execnet reader thread",
+                    )))
                 });
-                drop(reader);
                 shared.finish(exit);
             });
         match spawned {
