@@ -118,6 +118,8 @@ def test_send_writes_exact_frames(pipes: Pipes) -> None:
     pipes.mux.send(4, -7, big)
     t.join(timeout=30)
     assert got == [HEADER.pack(4, -7, len(big)) + big]
+    stats = pipes.mux.stats()
+    assert (stats["frames_sent"], stats["bytes_sent"]) == (3, 12 + 9 + 9 + len(big))
 
 
 def test_send_rejects_bad_arguments(pipes: Pipes) -> None:
@@ -252,6 +254,14 @@ def test_routed_and_dispatched_frames_keep_wire_order(pipes: Pipes) -> None:
     assert got == [1, "two", ("dispatched", b"B\x00\x00\x00\x03Q"), (3, b"\xff", None, 1.5), end]
     assert [c for c, _, _ in rec.frames] == [4, 5]
     assert q.empty() and q.qsize() == 0
+    assert pipes.mux.stats() == {
+        "frames_received": 5,
+        "bytes_received": len(stream),
+        "frames_queued": 3,
+        "frames_dispatched": 2,
+        "frames_sent": 0,
+        "bytes_sent": 0,
+    }
 
 
 def test_unrouted_and_unknown_channels_go_to_dispatch(pipes: Pipes) -> None:

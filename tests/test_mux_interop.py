@@ -110,6 +110,9 @@ def test_remote_exec_status_and_terminate(master: Master) -> None:
     assert q.get(timeout=30) is END
     # Only the close and the 1 MiB item needed Python; everything else was queued directly.
     assert [f for f in master.dispatched if f[1] == 1] == [(4, 1), (5, 1)]
+    stats = master.mux.stats()
+    assert stats["frames_queued"] == 2 + 2000 + 1
+    assert stats["frames_sent"] == 2
 
     status = master.channel(3)
     master.mux.send(0, 3, b"")

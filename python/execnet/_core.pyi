@@ -160,6 +160,10 @@ class Mux:
         A reader never started counts as finished. The GIL is released while waiting; signal
         handlers run at least every 50 ms. `RuntimeError` when called from the reader thread.
         """
+    def stats(self) -> dict[str, int]:
+        """Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
+        (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
+        `bytes_sent`."""
     def is_alive(self) -> bool:
         """Whether the reader thread is running."""
     def close_read(self) -> None:
