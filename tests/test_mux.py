@@ -881,3 +881,38 @@ def test_socket_with_python_timeout_is_non_blocking_underneath() -> None:
     finally:
         a.close()
         b.close()
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_memory_stays_flat_over_many_frames(pipes: Pipes) -> None:
+    q = pipes.mux.queue(1)
+    rec = Recorder()
+    pipes.mux.start(rec.dispatch, rec.on_exit)
+    routed = frame(4, 1, dumps((1, "two", b"three" * 20, None)))
+    dispatched = frame(4, 1, b"B\x00\x00\x00\x01Q")  # a channel reference: not routed
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            os.write(pipes.peer_w, routed * 50 + dispatched)
+            for _ in range(50):
+                q.get(timeout=10)
+            deadline = time.monotonic() + 10
+            while not rec.frames:  # the dispatched frame follows the routed ones
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
+            assert rec.frames.pop() == (4, 1, b"B\x00\x00\x00\x01Q")
+            pipes.mux.send(4, 2, b"x" * 100)
+            os.read(pipes.peer_r, 1000)
+
+    rounds(50)
+    before = _rss_kib()
+    rounds(400)  # 20,000 routed frames, 400 dispatched, 400 sent
+    assert _rss_kib() - before < 4096
