@@ -813,3 +813,21 @@ def test_dumps_nested_in_user_code_during_dumps() -> None:
         b"L", b"B\x00\x00\x00\x04"
     )
     assert inner == [_core.dumps(["nested", 1])]
+
+
+def test_large_inputs_with_repeated_short_strings() -> None:
+    """Large inputs share repeated short strings; values must stay exact (collisions, NULs,
+    lengths around the sharing limits)."""
+    rng = random.Random(7)
+    alphabet = ["", "a", "\x00", "é", "ab", "a\x00", "x" * 8, "x" * 9, "y" * 24, "y" * 25, "日本"]
+    words = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(4))) for _ in range(400)]
+    value = [
+        {rng.choice(words): [rng.choice(words), rng.choice(words)] for _ in range(rng.randrange(6))}
+        for _ in range(3000)
+    ]
+    data = _core.dumps(value)
+    assert len(data) > 100_000
+    assert _core.loads(data) == value
+    assert _core.loads_internal(data[1:], strconfig=(False, False)) == value
+    as_bytes = _core.loads(data, py3str_as_py2str=True)
+    assert as_bytes == [{k.encode(): [w.encode() for w in v] for k, v in d.items()} for d in value]

@@ -52,6 +52,16 @@ pub trait Builder {
         offset: usize,
         opcode: u8,
     ) -> Result<Self::Value, Self::Error>;
+    /// Text pushed right onto a dict: in execnet's encoding, a dict key. The default is
+    /// [`Builder::string`]; builders may share repeated keys.
+    fn key_string(
+        &mut self,
+        data: &[u8],
+        offset: usize,
+        opcode: u8,
+    ) -> Result<Self::Value, Self::Error> {
+        self.string(data, offset, opcode)
+    }
     /// `CHANNEL`.
     fn channel(&mut self, id: i32, offset: usize) -> Result<Self::Value, Self::Error>;
     /// An empty dict.
@@ -119,9 +129,12 @@ pub fn normalize_index(index: i64, len: usize, offset: usize) -> Result<usize, D
 /// Stack entry flag: the entry is a list (made by `NEWLIST`). The other bits hold the entry's
 /// hash depth.
 const LIST_FLAG: u32 = 1 << 31;
+/// Stack entry flag: the entry is a dict (made by `NEWDICT`).
+const DICT_FLAG: u32 = 1 << 30;
+const DEPTH_MASK: u32 = DICT_FLAG - 1;
 
 fn hash_depth(meta: u32) -> u32 {
-    meta & !LIST_FLAG
+    meta & DEPTH_MASK
 }
 
 /// A stack entry whose value is not built yet (its stack slot holds a placeholder).
@@ -399,13 +412,20 @@ pub fn decode<B: Builder>(
             op::PY2STRING | op::PY3STRING | op::UNICODE => {
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                builder.string(chunk, offset, opcode)?
+                if stack.last().is_some_and(|e| e.1 & DICT_FLAG != 0) {
+                    builder.key_string(chunk, offset, opcode)?
+                } else {
+                    builder.string(chunk, offset, opcode)?
+                }
             }
             op::CHANNEL => {
                 let id = r.int4(offset, opcode)?;
                 builder.channel(id, offset)?
             }
-            op::NEWDICT => builder.dict()?,
+            op::NEWDICT => {
+                meta |= DICT_FLAG;
+                builder.dict()?
+            }
             op::NEWLIST => {
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
@@ -432,7 +452,7 @@ pub fn decode<B: Builder>(
                 let items = stack.drain(start..);
                 let deepest = items.as_slice().iter().map(|e| hash_depth(e.1)).max();
                 if tuple {
-                    meta = deepest.unwrap_or(0).saturating_add(1).min(LIST_FLAG - 1);
+                    meta = deepest.unwrap_or(0).saturating_add(1).min(DEPTH_MASK);
                     builder.tuple(items.map(|e| e.0))?
                 } else if deepest.is_some_and(|d| d > MAX_HASH_DEPTH) {
                     return Err(DecodeError::TooDeep { offset }.into());

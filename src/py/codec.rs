@@ -281,13 +281,20 @@ struct PyBuilder<'a, 'py> {
     py3str_as_py2str: bool,
     channelfactory: Option<&'a Bound<'py, PyAny>>,
     strings: Option<StringCache<'py>>,
+    /// Whether the input is long enough for a [`StringCache`] to pay off.
+    share_keys: bool,
 }
+
+/// Text values (not keys) this long at most are shared too: short repeated words.
+const SHARED_VALUE_LEN: usize = 8;
+
+/// Inputs at least this long share repeated dict keys.
+const SHARE_KEYS_INPUT_LEN: usize = 1024;
 
 /// Short strings this long at most are shared through the [`StringCache`].
 const CACHED_STRING_LEN: usize = 24;
-/// Inputs at least this long get a [`StringCache`].
-const CACHE_INPUT_LEN: usize = 2048;
-const CACHE_SLOTS: usize = 1024;
+const CACHE_BITS: u32 = 8;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
 /// hash Python computes once (as pickle's memo achieves).
@@ -310,12 +317,19 @@ impl<'py> StringCache<'py> {
         let mut key = [0u8; CACHED_STRING_LEN];
         let len = bytes.len().min(CACHED_STRING_LEN);
         key[..len].copy_from_slice(&bytes[..len]);
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        // Truncation is the point: the slot index is the hash modulo the table size.
-        #[allow(clippy::cast_possible_truncation)]
-        let index = (hash as usize) % CACHE_SLOTS;
+        let (head, tail) = key.split_at(8);
+        let word = |b: &[u8]| {
+            b.get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let mixed = (word(head)
+            ^ word(tail).rotate_left(29)
+            ^ word(key.get(16..).unwrap_or_default()).rotate_left(47))
+        .wrapping_add(len as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The slot index is the top bits of the multiplicative hash.
+        let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
         let Some(slot) = self.slots.get_mut(index) else {
             return PyString::new(py, text);
         };
@@ -413,16 +427,29 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
             _ => match std::str::from_utf8(data) {
-                Ok(text) => match &mut self.strings {
-                    Some(cache) if text.len() <= CACHED_STRING_LEN => {
-                        Ok(cache.get(py, text).into_any())
-                    }
-                    _ => Ok(PyString::new(py, text).into_any()),
-                },
+                Ok(text) if self.share_keys && text.len() <= SHARED_VALUE_LEN => {
+                    let cache = self.strings.get_or_insert_with(StringCache::new);
+                    Ok(cache.get(py, text).into_any())
+                }
+                Ok(text) => Ok(PyString::new(py, text).into_any()),
                 // Python's decoder raises the UnicodeDecodeError with its exact reason.
                 Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
             },
         }
+    }
+    fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
+        if !self.share_keys
+            || opcode != op::PY3STRING
+            || self.py3str_as_py2str
+            || data.len() > CACHED_STRING_LEN
+        {
+            return self.string(data, offset, opcode);
+        }
+        let Ok(text) = std::str::from_utf8(data) else {
+            return self.string(data, offset, opcode);
+        };
+        let cache = self.strings.get_or_insert_with(StringCache::new);
+        Ok(cache.get(self.py, text).into_any())
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -530,7 +557,8 @@ fn decode_with<'py>(
         py2str_as_py3str: strconfig.0,
         py3str_as_py2str: strconfig.1,
         channelfactory,
-        strings: (data.len() >= CACHE_INPUT_LEN).then(StringCache::new),
+        strings: None,
+        share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
     };
     codec::decode(&mut builder, data, versioned)
 }
