@@ -728,6 +728,8 @@ def test_close_write_ends_a_send_blocked_on_a_full_pipe(pipes: Pipes) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Forking while threads run is exactly the situation under test (Python 3.12+ warns about it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_gets_a_dead_object(pipes: Pipes) -> None:
     rec = Recorder()
     pipes.mux.start(rec.dispatch, rec.on_exit)
