@@ -28,3 +28,19 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_sshd.Sshd]:
         pytest.skip(reason)
     with _sshd.running(tmp_path_factory.mktemp("sshd"), python=sys.executable) as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show the conformance suites' summary lines (``user_properties`` named "conformance")."""
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "conformance"
+    ]
+    if lines:
+        terminalreporter.section("conformance")
+        for line in lines:
+            terminalreporter.write_line(str(line))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,12 +128,14 @@ def test_expected_list_is_valid() -> None:
 @pytest.mark.conformance
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_upstream_suites() -> None:
+def test_upstream_suites(record_property: Callable[[str, object], None]) -> None:
     missing = [name for name in UPSTREAM_ALL if not hasattr(execnet, name)]
     if missing:
         pytest.skip(f"execnet lacks {', '.join(missing)} (the suites import all of the API)")
     result = conformance.run()
     conformance.report(result)
+    for suite in result.suites.values():
+        record_property("conformance", suite.summary_line())
     execnet_suite, xdist_suite = result.suites["execnet"], result.suites["xdist"]
     for suite in (execnet_suite, xdist_suite):
         assert suite.problem is None, suite.problem

@@ -52,6 +52,16 @@ pub trait Builder {
         offset: usize,
         opcode: u8,
     ) -> Result<Self::Value, Self::Error>;
+    /// Text pushed right onto a dict: in execnet's encoding, a dict key. The default is
+    /// [`Builder::string`]; builders may share repeated keys.
+    fn key_string(
+        &mut self,
+        data: &[u8],
+        offset: usize,
+        opcode: u8,
+    ) -> Result<Self::Value, Self::Error> {
+        self.string(data, offset, opcode)
+    }
     /// `CHANNEL`.
     fn channel(&mut self, id: i32, offset: usize) -> Result<Self::Value, Self::Error>;
     /// An empty dict.
@@ -84,15 +94,67 @@ pub trait Builder {
         len: usize,
         offset: usize,
     ) -> Result<Option<usize>, Self::Error>;
+    /// `target[index] = value` for an int key (the usual list item). The default makes the key
+    /// and calls [`Builder::set_item`]; builders may shortcut lists.
+    fn set_index(
+        &mut self,
+        target: &mut Self::Value,
+        index: i32,
+        value: Self::Value,
+        offset: usize,
+    ) -> Result<(), Self::Error> {
+        let key = self.int(index)?;
+        self.set_item(target, key, value, false, offset)
+    }
 }
 
-/// A list declared longer than the remaining input: its entries are kept sparse until it is used.
-struct LazyList<V> {
+/// Normalizes a Python list index (possibly negative) for a list of `len` entries, as
+/// `list[index] = value` does (`IndexError` outside).
+///
+/// # Errors
+/// [`DecodeError::IndexOutOfRange`].
+pub fn normalize_index(index: i64, len: usize, offset: usize) -> Result<usize, DecodeError> {
+    let len_i = i64::try_from(len).map_err(|_| DecodeError::IndexOutOfRange { offset })?;
+    let i = if index < 0 {
+        index.saturating_add(len_i)
+    } else {
+        index
+    };
+    usize::try_from(i)
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or(DecodeError::IndexOutOfRange { offset })
+}
+
+/// Stack entry flag: the entry is a list (made by `NEWLIST`). The other bits hold the entry's
+/// hash depth.
+const LIST_FLAG: u32 = 1 << 31;
+/// Stack entry flag: the entry is a dict (made by `NEWDICT`).
+const DICT_FLAG: u32 = 1 << 30;
+const DEPTH_MASK: u32 = DICT_FLAG - 1;
+
+fn hash_depth(meta: u32) -> u32 {
+    meta & DEPTH_MASK
+}
+
+/// A stack entry whose value is not built yet (its stack slot holds a placeholder).
+enum Deferred<V> {
+    /// An `INT` pushed onto a list: almost always the index of the next `SETITEM`, which then
+    /// needs no int object.
+    Int(i32),
+    /// A list declared longer than the remaining input: its entries are kept sparse until it
+    /// is used.
+    List {
+        len: usize,
+        entries: BTreeMap<usize, V>,
+        offset: usize,
+    },
+}
+
+struct Pending<V> {
     /// Index of the placeholder on the stack.
     slot: usize,
-    len: usize,
-    entries: BTreeMap<usize, V>,
-    offset: usize,
+    what: Deferred<V>,
 }
 
 struct Reader<'a> {
@@ -143,42 +205,64 @@ impl<'a> Reader<'a> {
 
 type Stack<V> = Vec<(V, u32)>;
 
-fn materialize<B: Builder>(
+/// `Vec::pop_if` (Rust 1.86) for the crate's minimum Rust version.
+fn pop_if<T>(items: &mut Vec<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
+    if items.last().is_some_and(f) {
+        items.pop()
+    } else {
+        None
+    }
+}
+
+/// Builds the value of a deferred entry into its stack slot.
+fn realize<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
-    lazy: LazyList<B::Value>,
+    pending: Pending<B::Value>,
 ) -> Result<(), B::Error> {
-    if lazy.len > MAX_UNFILLED_LIST_LEN {
-        return Err(DecodeError::OutOfMemory {
-            offset: lazy.offset,
+    let value = match pending.what {
+        Deferred::Int(i) => builder.int(i)?,
+        Deferred::List {
+            len,
+            entries,
+            offset,
+        } => {
+            if len > MAX_UNFILLED_LIST_LEN {
+                return Err(DecodeError::OutOfMemory { offset }.into());
+            }
+            let mut list = builder.list(len, offset)?;
+            for (index, value) in entries {
+                let index =
+                    i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset })?;
+                builder.set_index(&mut list, index, value, offset)?;
+            }
+            list
         }
-        .into());
-    }
-    let mut list = builder.list(lazy.len, lazy.offset)?;
-    for (index, value) in lazy.entries {
-        let key = builder.int(
-            i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge {
-                offset: lazy.offset,
-            })?,
-        )?;
-        builder.set_item(&mut list, key, value, false, lazy.offset)?;
-    }
-    if let Some(entry) = stack.get_mut(lazy.slot) {
-        entry.0 = list;
+    };
+    if let Some(entry) = stack.get_mut(pending.slot) {
+        entry.0 = value;
     }
     Ok(())
 }
 
-/// Turns every lazy list at stack index `from` or above into a real list.
-fn materialize_from<B: Builder>(
+/// Builds every deferred entry at stack index `from` or above. With `stand_in`, deferred lists
+/// become empty lists: for uses where only their type matters (set elements and dict keys,
+/// which fail for lists anyway).
+fn realize_from<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
-    lazies: &mut Vec<LazyList<B::Value>>,
+    pendings: &mut Vec<Pending<B::Value>>,
     from: usize,
+    stand_in: bool,
 ) -> Result<(), B::Error> {
-    while lazies.last().is_some_and(|l| l.slot >= from) {
-        if let Some(l) = lazies.pop() {
-            materialize(builder, stack, l)?;
+    while let Some(p) = pop_if(pendings, |p| p.slot >= from) {
+        if stand_in && matches!(p.what, Deferred::List { .. }) {
+            let empty = builder.list(0, 0)?;
+            if let Some(entry) = stack.get_mut(p.slot) {
+                entry.0 = empty;
+            }
+        } else {
+            realize(builder, stack, p)?;
         }
     }
     Ok(())
@@ -187,11 +271,74 @@ fn materialize_from<B: Builder>(
 /// Where `BUILDTUPLE`/`SET`/`FROZENSET` with count `n` start taking entries: the last `n`
 /// (all if fewer); for a negative `n`, everything from index `-n` on (Python's `stack[-n:]`).
 fn collection_start(stack_len: usize, n: i32) -> usize {
-    if n >= 0 {
+    if n == 0 {
+        stack_len
+    } else if n > 0 {
         stack_len.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX))
     } else {
         usize::try_from(n.unsigned_abs()).map_or(stack_len, |k| k.min(stack_len))
     }
+}
+
+/// `SETITEM`: pops value and key, assigns into the entry below.
+fn set_item<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    pendings: &mut Vec<Pending<B::Value>>,
+    offset: usize,
+) -> Result<(), B::Error> {
+    if stack.len() < 3 {
+        return Err(DecodeError::SetItemUnderflow { offset }.into());
+    }
+    let top = stack.len() - 1;
+    realize_from(builder, stack, pendings, top, false)?;
+    let deferred_key = pop_if(pendings, |p| p.slot == top - 1).map(|p| p.what);
+    let (value, _) = stack
+        .pop()
+        .ok_or(DecodeError::SetItemUnderflow { offset })?;
+    let (mut key, key_meta) = stack
+        .pop()
+        .ok_or(DecodeError::SetItemUnderflow { offset })?;
+    let target_slot = top - 2;
+    match deferred_key {
+        Some(Deferred::Int(index)) => {
+            if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
+                if let Deferred::List { len, entries, .. } = &mut p.what {
+                    entries.insert(normalize_index(index.into(), *len, offset)?, value);
+                    return Ok(());
+                }
+                realize_from(builder, stack, pendings, target_slot, false)?;
+            }
+            let target = &mut stack
+                .last_mut()
+                .ok_or(DecodeError::SetItemUnderflow { offset })?
+                .0;
+            return builder.set_index(target, index, value, offset);
+        }
+        // A list as key only ever fails (unhashable, not an index): an empty one stands in.
+        Some(Deferred::List { .. }) => key = builder.list(0, offset)?,
+        None => {}
+    }
+    if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
+        if let Deferred::List { len, entries, .. } = &mut p.what {
+            if let Some(index) = builder.list_index(&key, *len, offset)? {
+                entries.insert(index, value);
+                return Ok(());
+            }
+        }
+        realize_from(builder, stack, pendings, target_slot, false)?;
+    }
+    let target = &mut stack
+        .last_mut()
+        .ok_or(DecodeError::SetItemUnderflow { offset })?
+        .0;
+    builder.set_item(
+        target,
+        key,
+        value,
+        hash_depth(key_meta) > MAX_HASH_DEPTH,
+        offset,
+    )
 }
 
 /// Decodes one value. `versioned` expects (and checks) the leading version byte. Bytes after
@@ -217,20 +364,29 @@ pub fn decode<B: Builder>(
         }
     }
     let mut stack: Stack<B::Value> = Vec::new();
-    let mut lazies: Vec<LazyList<B::Value>> = Vec::new();
+    let mut pendings: Vec<Pending<B::Value>> = Vec::new();
     loop {
         let offset = r.pos;
         let Some(&opcode) = data.get(offset) else {
             return Err(DecodeError::Eof { offset }.into());
         };
         r.pos += 1;
+        let mut meta = 1;
         let value = match opcode {
             op::NONE => builder.none()?,
             op::TRUE => builder.boolean(true)?,
             op::FALSE => builder.boolean(false)?,
             op::INT | op::LONG => {
                 let v = r.int4(offset, opcode)?;
-                builder.int(v)?
+                if stack.last().is_some_and(|e| e.1 & LIST_FLAG != 0) {
+                    pendings.push(Pending {
+                        slot: stack.len(),
+                        what: Deferred::Int(v),
+                    });
+                    builder.none()?
+                } else {
+                    builder.int(v)?
+                }
             }
             op::FLOAT => {
                 let v = r.float(offset, opcode)?;
@@ -256,101 +412,56 @@ pub fn decode<B: Builder>(
             op::PY2STRING | op::PY3STRING | op::UNICODE => {
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                builder.string(chunk, offset, opcode)?
+                if stack.last().is_some_and(|e| e.1 & DICT_FLAG != 0) {
+                    builder.key_string(chunk, offset, opcode)?
+                } else {
+                    builder.string(chunk, offset, opcode)?
+                }
             }
             op::CHANNEL => {
                 let id = r.int4(offset, opcode)?;
                 builder.channel(id, offset)?
             }
-            op::NEWDICT => builder.dict()?,
+            op::NEWDICT => {
+                meta |= DICT_FLAG;
+                builder.dict()?
+            }
             op::NEWLIST => {
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
+                meta |= LIST_FLAG;
                 if len > r.remaining() {
-                    let placeholder = builder.none()?;
-                    lazies.push(LazyList {
+                    pendings.push(Pending {
                         slot: stack.len(),
-                        len,
-                        entries: BTreeMap::new(),
-                        offset,
+                        what: Deferred::List {
+                            len,
+                            entries: BTreeMap::new(),
+                            offset,
+                        },
                     });
-                    stack.push((placeholder, 1));
-                    continue;
+                    builder.none()?
+                } else {
+                    builder.list(len, offset)?
                 }
-                builder.list(len, offset)?
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
                 let n = r.int4(offset, opcode)?;
-                let start = if n == 0 {
-                    stack.len()
-                } else {
-                    collection_start(stack.len(), n)
-                };
-                if opcode == op::BUILDTUPLE {
-                    materialize_from(builder, &mut stack, &mut lazies, start)?;
-                } else {
-                    // Lists cannot be set elements: an empty one stands in for a lazy one.
-                    while lazies.last().is_some_and(|l| l.slot >= start) {
-                        if let Some(lazy) = lazies.pop() {
-                            let stand_in = builder.list(0, offset)?;
-                            if let Some(entry) = stack.get_mut(lazy.slot) {
-                                entry.0 = stand_in;
-                            }
-                        }
-                    }
-                }
+                let start = collection_start(stack.len(), n);
+                let tuple = opcode == op::BUILDTUPLE;
+                realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
                 let items = stack.drain(start..);
-                if opcode == op::BUILDTUPLE {
-                    let depth = items
-                        .as_slice()
-                        .iter()
-                        .map(|e| e.1)
-                        .max()
-                        .unwrap_or(0)
-                        .saturating_add(1);
-                    let value = builder.tuple(items.map(|e| e.0))?;
-                    stack.push((value, depth));
-                    continue;
-                }
-                if items.as_slice().iter().any(|e| e.1 > MAX_HASH_DEPTH) {
+                let deepest = items.as_slice().iter().map(|e| hash_depth(e.1)).max();
+                if tuple {
+                    meta = deepest.unwrap_or(0).saturating_add(1).min(DEPTH_MASK);
+                    builder.tuple(items.map(|e| e.0))?
+                } else if deepest.is_some_and(|d| d > MAX_HASH_DEPTH) {
                     return Err(DecodeError::TooDeep { offset }.into());
+                } else {
+                    builder.set(items.map(|e| e.0), opcode == op::FROZENSET, offset)?
                 }
-                builder.set(items.map(|e| e.0), opcode == op::FROZENSET, offset)?
             }
             op::SETITEM => {
-                if stack.len() < 3 {
-                    return Err(DecodeError::SetItemUnderflow { offset }.into());
-                }
-                let top = stack.len() - 1;
-                materialize_from(builder, &mut stack, &mut lazies, top)?;
-                if lazies.last().is_some_and(|l| l.slot == top - 1) {
-                    // A list as key only ever fails (unhashable, not an index): its type is
-                    // all that matters, so an empty list stands in for it.
-                    lazies.pop();
-                    let stand_in = builder.list(0, offset)?;
-                    if let Some(entry) = stack.get_mut(top - 1) {
-                        entry.0 = stand_in;
-                    }
-                }
-                let (value, _) = stack
-                    .pop()
-                    .ok_or(DecodeError::SetItemUnderflow { offset })?;
-                let (key, key_depth) = stack
-                    .pop()
-                    .ok_or(DecodeError::SetItemUnderflow { offset })?;
-                let target_slot = stack.len() - 1;
-                if let Some(lazy) = lazies.last_mut().filter(|l| l.slot == target_slot) {
-                    if let Some(index) = builder.list_index(&key, lazy.len, offset)? {
-                        lazy.entries.insert(index, value);
-                        continue;
-                    }
-                    materialize_from(builder, &mut stack, &mut lazies, target_slot)?;
-                }
-                let target = &mut stack
-                    .last_mut()
-                    .ok_or(DecodeError::SetItemUnderflow { offset })?
-                    .0;
-                builder.set_item(target, key, value, key_depth > MAX_HASH_DEPTH, offset)?;
+                set_item(builder, &mut stack, &mut pendings, offset)?;
                 continue;
             }
             op::STOP => {
@@ -361,7 +472,7 @@ pub fn decode<B: Builder>(
                     }
                     .into());
                 }
-                materialize_from(builder, &mut stack, &mut lazies, 0)?;
+                realize_from(builder, &mut stack, &mut pendings, 0, false)?;
                 return match stack.pop() {
                     Some((value, _)) => Ok(value),
                     None => Err(DecodeError::StackNotOne { offset, depth: 0 }.into()),
@@ -369,6 +480,6 @@ pub fn decode<B: Builder>(
             }
             _ => return Err(DecodeError::UnknownOpcode { offset, opcode }.into()),
         };
-        stack.push((value, 1));
+        stack.push((value, meta));
     }
 }

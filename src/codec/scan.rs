@@ -1,11 +1,11 @@
 //! Validation without building objects: the decoder run with a builder whose values are type
 //! tags.
 
+use super::decoder::normalize_index;
 use super::decoder::{decode, Builder};
 use super::error::DecodeError;
 use super::intlit;
 use super::opcodes as op;
-use super::value::normalize_index;
 
 /// Operand length beyond which Python's configurable int digit limit may reject a literal.
 const SAFE_INT_DIGITS: usize = 640;

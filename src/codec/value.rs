@@ -5,7 +5,7 @@
 //! `1 == 1.0 == True` merging); `LONGINT` literals have no digit-count limit; lists longer than
 //! [`MAX_LIST_LEN`] are refused with [`DecodeError::OutOfMemory`].
 
-use super::decoder::Builder;
+use super::decoder::{normalize_index, Builder};
 use super::error::DecodeError;
 use super::intlit;
 use super::opcodes as op;
@@ -116,16 +116,6 @@ fn utf8(data: &[u8], offset: usize, opcode: u8) -> Result<Value, DecodeError> {
             end: data.len(),
         }),
     }
-}
-
-/// Normalizes a Python list index (`i`, possibly negative) for a list of `len` entries.
-pub(crate) fn normalize_index(index: i64, len: usize, offset: usize) -> Result<usize, DecodeError> {
-    let len_i = i64::try_from(len).map_err(|_| DecodeError::IndexOutOfRange { offset })?;
-    let i = if index < 0 { index + len_i } else { index };
-    usize::try_from(i)
-        .ok()
-        .filter(|&i| i < len)
-        .ok_or(DecodeError::IndexOutOfRange { offset })
 }
 
 impl Builder for ValueBuilder {

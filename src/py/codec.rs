@@ -128,7 +128,7 @@ impl Encoder<'_> {
         }
         if let Ok(t) = obj.cast_exact::<PyTuple>() {
             return self.nested(|enc| {
-                for item in t.iter() {
+                for item in t.iter_borrowed() {
                     enc.save(&item)?;
                 }
                 writer::put_count(enc.out, op::BUILDTUPLE, t.len())
@@ -280,6 +280,71 @@ struct PyBuilder<'a, 'py> {
     py2str_as_py3str: bool,
     py3str_as_py2str: bool,
     channelfactory: Option<&'a Bound<'py, PyAny>>,
+    strings: Option<StringCache<'py>>,
+    /// Whether the input is long enough for a [`StringCache`] to pay off.
+    share_keys: bool,
+}
+
+/// Text values (not keys) this long at most are shared too: short repeated words.
+const SHARED_VALUE_LEN: usize = 8;
+
+/// Inputs at least this long share repeated dict keys.
+const SHARE_KEYS_INPUT_LEN: usize = 1024;
+
+/// Short strings this long at most are shared through the [`StringCache`].
+const CACHED_STRING_LEN: usize = 24;
+const CACHE_BITS: u32 = 8;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+
+/// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
+/// hash Python computes once (as pickle's memo achieves).
+struct StringCache<'py> {
+    slots: Vec<CacheSlot<'py>>,
+}
+
+/// The string's bytes (zero-padded), its length, and the string.
+type CacheSlot<'py> = Option<([u8; CACHED_STRING_LEN], u8, Bound<'py, PyString>)>;
+
+impl<'py> StringCache<'py> {
+    fn new() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(CACHE_SLOTS).collect(),
+        }
+    }
+
+    fn get(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let bytes = text.as_bytes();
+        let mut key = [0u8; CACHED_STRING_LEN];
+        let len = bytes.len().min(CACHED_STRING_LEN);
+        key[..len].copy_from_slice(&bytes[..len]);
+        let (head, tail) = key.split_at(8);
+        let word = |b: &[u8]| {
+            b.get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let mixed = (word(head)
+            ^ word(tail).rotate_left(29)
+            ^ word(key.get(16..).unwrap_or_default()).rotate_left(47))
+        .wrapping_add(len as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The slot index is the top bits of the multiplicative hash.
+        let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
+        let Some(slot) = self.slots.get_mut(index) else {
+            return PyString::new(py, text);
+        };
+        if let Some((cached, cached_len, obj)) = slot {
+            if usize::from(*cached_len) == len && *cached == key {
+                return obj.clone();
+            }
+        }
+        let obj = PyString::new(py, text);
+        // `len` is at most CACHED_STRING_LEN, which fits a u8.
+        #[allow(clippy::cast_possible_truncation)]
+        let stored_len = len as u8;
+        *slot = Some((key, stored_len, obj.clone()));
+        obj
+    }
 }
 
 /// Lists at least this long are made as `[None] * n`, which reports allocation failure.
@@ -362,11 +427,29 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
             _ => match std::str::from_utf8(data) {
+                Ok(text) if self.share_keys && text.len() <= SHARED_VALUE_LEN => {
+                    let cache = self.strings.get_or_insert_with(StringCache::new);
+                    Ok(cache.get(py, text).into_any())
+                }
                 Ok(text) => Ok(PyString::new(py, text).into_any()),
                 // Python's decoder raises the UnicodeDecodeError with its exact reason.
                 Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
             },
         }
+    }
+    fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
+        if !self.share_keys
+            || opcode != op::PY3STRING
+            || self.py3str_as_py2str
+            || data.len() > CACHED_STRING_LEN
+        {
+            return self.string(data, offset, opcode);
+        }
+        let Ok(text) = std::str::from_utf8(data) else {
+            return self.string(data, offset, opcode);
+        };
+        let cache = self.strings.get_or_insert_with(StringCache::new);
+        Ok(cache.get(self.py, text).into_any())
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -431,6 +514,20 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     ) -> PyResult<Option<usize>> {
         index_of(key, len, offset)
     }
+    fn set_index(
+        &mut self,
+        target: &mut Self::Value,
+        index: i32,
+        value: Self::Value,
+        offset: usize,
+    ) -> PyResult<()> {
+        if let Ok(list) = target.cast_exact::<PyList>() {
+            let index = codec::normalize_index(index.into(), list.len(), offset)?;
+            return list.set_item(index, value);
+        }
+        let key = self.int(index)?;
+        self.set_item(target, key, value, false, offset)
+    }
 }
 
 /// Decodes the internal form (no version byte) with a string configuration
@@ -460,6 +557,8 @@ fn decode_with<'py>(
         py2str_as_py3str: strconfig.0,
         py3str_as_py2str: strconfig.1,
         channelfactory,
+        strings: None,
+        share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
     };
     codec::decode(&mut builder, data, versioned)
 }
@@ -476,10 +575,11 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) 
 /// `dumps(obj) -> bytes`: the versioned form (version byte `\x02`, then the internal form).
 #[pyfunction]
 pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(64);
-    out.push(op::DUMPFORMAT_VERSION);
-    encode_internal_into(obj, &mut out)?;
-    Ok(PyBytes::new(py, &out))
+    with_scratch(|out| {
+        out.push(op::DUMPFORMAT_VERSION);
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
 }
 
 /// `dumps_internal(obj) -> bytes`: the internal form used in message payloads.
@@ -488,8 +588,34 @@ pub fn dumps_internal<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let out = encode_internal(obj)?;
-    Ok(PyBytes::new(py, &out))
+    with_scratch(|out| {
+        encode_internal_into(obj, out)?;
+        Ok(PyBytes::new(py, out))
+    })
+}
+
+thread_local! {
+    /// A reusable encoding buffer per thread (saves an allocation per `dumps`).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are not kept for reuse.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Runs `f` with an empty buffer: the thread's scratch buffer, or a fresh one when it is in use
+/// (a `dumps` nested in user code that runs during encoding).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::with_capacity(64)),
+    })
 }
 
 /// `loads(data, py2str_as_py3str=False, py3str_as_py2str=False)`: decodes the versioned form.

@@ -1,0 +1,222 @@
+"""Serializer benchmark: execnet-rs's native codec side by side with upstream execnet 2.1.2.
+
+One run times, on the same data, ``execnet._core`` (this project), upstream 2.1.2's pure-Python
+``gateway_base`` (imported from ``.side/upstream-2.1.2`` under another module name), and
+``pickle``/``marshal`` as references:
+
+* a big structure: 10,000 nested dicts (str, int, float, bool, list, tuple and a nested dict
+  each; about 2.3 MB encoded), ``dumps`` and ``loads``;
+* a small tuple ``(7, 'abc', 1.5)``, ``dumps`` and ``loads``.
+
+It prints a markdown table with ratios (upstream time / our time) and with ``--json PATH``
+writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). The best of several
+repeats is reported. Correctness is recorded: our bytes must equal upstream's and both must
+decode back to the input.
+
+Usage: ``python benchmarks/bench_serializer.py [--quick] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import marshal
+import os
+import pickle
+import platform
+import sys
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Targets from the project's requirements (ratios are upstream time / our time).
+TARGETS = {"big_dumps_vs_upstream": 25.0, "big_loads_vs_upstream": 10.0, "small_dumps_us": 0.3}
+
+
+def load_upstream() -> ModuleType:
+    """Upstream's gateway_base, installed into the side folder if needed."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from _upstream import upstream_gateway_base_path
+    finally:
+        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location(
+        "upstream_gateway_base", upstream_gateway_base_path()
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["upstream_gateway_base"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(i: int) -> dict[str, Any]:
+    return {
+        "name": f"rec-{i:06d}",
+        "id": i,
+        "score": i * 0.25 + 0.1,
+        "active": i % 3 == 0,
+        "tags": ["alpha", "beta", i % 7],
+        "point": (i, -i, 1.5),
+        "meta": {"owner": f"u{i % 100}", "size": i * 1024, "ratio": 1.0 / (i + 1)},
+    }
+
+
+def best(func: Callable[[], Any], number: int, repeat: int) -> float:
+    """Best time per call in seconds over ``repeat`` rounds of ``number`` calls."""
+    gc.collect()
+    return min(timeit.repeat(func, number=number, repeat=repeat)) / number
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, few repeats (CI)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    args = parser.parse_args(argv)
+
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    from execnet import _core
+
+    upstream = load_upstream()
+    count = 1000 if args.quick else 10_000
+    big = [record(i) for i in range(count)]
+    small = (7, "abc", 1.5)
+    small_number = 20_000 if args.quick else 100_000
+
+    big_ours = _core.dumps(big)
+    big_upstream = upstream.dumps(big)
+    small_ours = _core.dumps(small)
+    correct = (
+        big_ours == big_upstream
+        and small_ours == upstream.dumps(small)
+        and _core.loads(big_ours) == big
+        and upstream.loads(big_ours) == big
+        and _core.loads(small_ours) == small
+    )
+    big_pickle = pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL)
+    big_marshal = marshal.dumps(big)
+    small_pickle = pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL)
+    small_marshal = marshal.dumps(small)
+
+    impls: dict[str, dict[str, Callable[[], Any]]] = {
+        "execnet-rs": {
+            "big_dumps": lambda: _core.dumps(big),
+            "big_loads": lambda: _core.loads(big_ours),
+            "small_dumps": lambda: _core.dumps(small),
+            "small_loads": lambda: _core.loads(small_ours),
+        },
+        "upstream 2.1.2": {
+            "big_dumps": lambda: upstream.dumps(big),
+            "big_loads": lambda: upstream.loads(big_upstream),
+            "small_dumps": lambda: upstream.dumps(small),
+            "small_loads": lambda: upstream.loads(small_ours),
+        },
+        "pickle": {
+            "big_dumps": lambda: pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL),
+            "big_loads": lambda: pickle.loads(big_pickle),
+            "small_dumps": lambda: pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL),
+            "small_loads": lambda: pickle.loads(small_pickle),
+        },
+        "marshal": {
+            "big_dumps": lambda: marshal.dumps(big),
+            "big_loads": lambda: marshal.loads(big_marshal),
+            "small_dumps": lambda: marshal.dumps(small),
+            "small_loads": lambda: marshal.loads(small_marshal),
+        },
+    }
+    # Rounds interleave the implementations, so that load changes on a shared machine hit all
+    # of them alike; each reports its best round.
+    times: dict[str, dict[str, float]] = {name: {} for name in impls}
+    rounds = 3 if args.quick else 9
+    for _ in range(rounds):
+        for name, ops in impls.items():
+            for op, func in ops.items():
+                if op.startswith("big"):
+                    number = 1
+                elif name == "upstream 2.1.2":
+                    number = small_number // 20
+                else:
+                    number = small_number
+                t = best(func, number, 1)
+                times[name][op] = min(times[name].get(op, t), t)
+
+    ours = times["execnet-rs"]
+    ratios = {
+        f"{op}_vs_{ref}": times[label][op] / ours[op]
+        for op in ours
+        for ref, label in [
+            ("upstream", "upstream 2.1.2"),
+            ("pickle", "pickle"),
+            ("marshal", "marshal"),
+        ]
+    }
+    targets_met = {
+        "big_dumps_vs_upstream": ratios["big_dumps_vs_upstream"]
+        >= TARGETS["big_dumps_vs_upstream"],
+        "big_loads_vs_upstream": ratios["big_loads_vs_upstream"]
+        >= TARGETS["big_loads_vs_upstream"],
+        "big_dumps_vs_pickle": ratios["big_dumps_vs_pickle"] >= 1.0,
+        "big_loads_vs_pickle": ratios["big_loads_vs_pickle"] >= 1.0,
+        "small_dumps_us": ours["small_dumps"] * 1e6 <= TARGETS["small_dumps_us"],
+    }
+
+    size = len(big_ours)
+    print(f"## Serializer ({'quick' if args.quick else 'full'} run)\n")
+    print(
+        f"big structure: {count:,} nested dicts, {size:,} bytes encoded "
+        f"(pickle {len(big_pickle):,}, marshal {len(big_marshal):,}); small: {small!r}\n"
+    )
+    header = "| operation | " + " | ".join(impls) + " | vs upstream | vs pickle |"
+    print(header)
+    print("|" + "---|" * (len(impls) + 3))
+    for op in ours:
+        unit, scale = ("ms", 1e3) if op.startswith("big") else ("µs", 1e6)
+        cells = " | ".join(f"{times[name][op] * scale:.3f} {unit}" for name in impls)
+        print(
+            f"| {op} | {cells} | {ratios[op + '_vs_upstream']:.1f}x | "
+            f"{ratios[op + '_vs_pickle']:.2f}x |"
+        )
+    print(f"\ncorrect: {correct}; targets met: {targets_met}")
+
+    if args.json:
+        result = {
+            "quick": args.quick,
+            "records": count,
+            "encoded_bytes": size,
+            "seconds_per_call": times,
+            "ratios": ratios,
+            "targets": TARGETS,
+            "targets_met": targets_met,
+            "correct": correct,
+            "machine": {
+                "nproc": os.cpu_count(),
+                "cpu": cpu_model(),
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "loadavg": os.getloadavg(),
+            },
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if correct else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
