@@ -312,8 +312,8 @@ impl<'py> StringCache<'py> {
         }
     }
 
-    fn get(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
-        let bytes = text.as_bytes();
+    /// The string for `bytes` (UTF-8), shared with earlier equal ones.
+    fn get(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
         let mut key = [0u8; CACHED_STRING_LEN];
         let len = bytes.len().min(CACHED_STRING_LEN);
         key[..len].copy_from_slice(&bytes[..len]);
@@ -331,19 +331,19 @@ impl<'py> StringCache<'py> {
         // The slot index is the top bits of the multiplicative hash.
         let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
         let Some(slot) = self.slots.get_mut(index) else {
-            return PyString::new(py, text);
+            return PyString::from_bytes(py, bytes);
         };
         if let Some((cached, cached_len, obj)) = slot {
             if usize::from(*cached_len) == len && *cached == key {
-                return obj.clone();
+                return Ok(obj.clone());
             }
         }
-        let obj = PyString::new(py, text);
+        let obj = PyString::from_bytes(py, bytes)?;
         // `len` is at most CACHED_STRING_LEN, which fits a u8.
         #[allow(clippy::cast_possible_truncation)]
         let stored_len = len as u8;
         *slot = Some((key, stored_len, obj.clone()));
-        obj
+        Ok(obj)
     }
 }
 
@@ -406,7 +406,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         // Python's own int() for its exact errors and digit limit.
         self.py
             .get_type::<PyInt>()
-            .call1((PyBytes::new(self.py, literal),))
+            .call1((new_bytes(self.py, literal)?,))
     }
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
         Ok(PyFloat::new(self.py, value).into_any())
@@ -415,26 +415,23 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         Ok(PyComplex::from_doubles(self.py, real, imag).into_any())
     }
     fn bytes(&mut self, data: &[u8]) -> PyResult<Self::Value> {
-        Ok(PyBytes::new(self.py, data).into_any())
+        Ok(new_bytes(self.py, data)?.into_any())
     }
     fn string(&mut self, data: &[u8], _: usize, opcode: u8) -> PyResult<Self::Value> {
         let py = self.py;
         match opcode {
             op::PY2STRING if self.py2str_as_py3str => {
                 let text: String = data.iter().map(|&b| char::from(b)).collect();
-                Ok(PyString::new(py, &text).into_any())
+                Ok(PyString::from_bytes(py, text.as_bytes())?.into_any())
             }
-            op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
-            op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
-            _ => match std::str::from_utf8(data) {
-                Ok(text) if self.share_keys && text.len() <= SHARED_VALUE_LEN => {
-                    let cache = self.strings.get_or_insert_with(StringCache::new);
-                    Ok(cache.get(py, text).into_any())
-                }
-                Ok(text) => Ok(PyString::new(py, text).into_any()),
-                // Python's decoder raises the UnicodeDecodeError with its exact reason.
-                Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
-            },
+            op::PY2STRING => Ok(new_bytes(py, data)?.into_any()),
+            op::PY3STRING if self.py3str_as_py2str => Ok(new_bytes(py, data)?.into_any()),
+            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => {
+                let cache = self.strings.get_or_insert_with(StringCache::new);
+                Ok(cache.get(py, data)?.into_any())
+            }
+            // Python's own UTF-8 decoder: its exact UnicodeDecodeError for bad input.
+            _ => Ok(PyString::from_bytes(py, data)?.into_any()),
         }
     }
     fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
@@ -445,11 +442,8 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         {
             return self.string(data, offset, opcode);
         }
-        let Ok(text) = std::str::from_utf8(data) else {
-            return self.string(data, offset, opcode);
-        };
         let cache = self.strings.get_or_insert_with(StringCache::new);
-        Ok(cache.get(self.py, text).into_any())
+        Ok(cache.get(self.py, data)?.into_any())
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -563,6 +557,21 @@ fn decode_with<'py>(
     codec::decode(&mut builder, data, versioned)
 }
 
+/// Data this long and longer is copied into bytes through the constructor that reports
+/// allocation failure as `MemoryError`.
+const LARGE_BYTES: usize = 1 << 16;
+
+/// `bytes(data)`.
+fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if data.len() < LARGE_BYTES {
+        return Ok(PyBytes::new(py, data));
+    }
+    PyBytes::new_with(py, data.len(), |buf| {
+        buf.copy_from_slice(data);
+        Ok(())
+    })
+}
+
 /// The bytes of a bytes-like argument.
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
     if let Ok(b) = data.cast::<PyBytes>() {
@@ -578,7 +587,7 @@ pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'p
     with_scratch(|out| {
         out.push(op::DUMPFORMAT_VERSION);
         encode_internal_into(obj, out)?;
-        Ok(PyBytes::new(py, out))
+        new_bytes(py, out)
     })
 }
 
@@ -590,7 +599,7 @@ pub fn dumps_internal<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     with_scratch(|out| {
         encode_internal_into(obj, out)?;
-        Ok(PyBytes::new(py, out))
+        new_bytes(py, out)
     })
 }
 
