@@ -302,8 +302,24 @@ struct StringCache<'py> {
     slots: Vec<CacheSlot<'py>>,
 }
 
-/// The string's bytes (zero-padded), its length, and the string.
-type CacheSlot<'py> = Option<([u8; CACHED_STRING_LEN], u8, Bound<'py, PyString>)>;
+/// The string's bytes as little-endian words (zero-padded), its length, and the string.
+type CacheSlot<'py> = Option<([u64; 3], usize, Bound<'py, PyString>)>;
+
+/// The first 24 bytes of `bytes` as three little-endian words, zero-padded. Built in registers:
+/// no byte-wise copy to memory read back as words.
+fn words(bytes: &[u8]) -> [u64; 3] {
+    let mut out = [0u64; 3];
+    for (word, chunk) in out.iter_mut().zip(bytes.chunks(8)) {
+        *word = match <[u8; 8]>::try_from(chunk) {
+            Ok(full) => u64::from_le_bytes(full),
+            Err(_) => chunk
+                .iter()
+                .rev()
+                .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+        };
+    }
+    out
+}
 
 impl<'py> StringCache<'py> {
     fn new() -> Self {
@@ -312,37 +328,26 @@ impl<'py> StringCache<'py> {
         }
     }
 
-    /// The string for `bytes` (UTF-8), shared with earlier equal ones.
+    /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
+    /// equal ones.
     fn get(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
-        let mut key = [0u8; CACHED_STRING_LEN];
-        let len = bytes.len().min(CACHED_STRING_LEN);
-        key[..len].copy_from_slice(&bytes[..len]);
-        let (head, tail) = key.split_at(8);
-        let word = |b: &[u8]| {
-            b.get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        let mixed = (word(head)
-            ^ word(tail).rotate_left(29)
-            ^ word(key.get(16..).unwrap_or_default()).rotate_left(47))
-        .wrapping_add(len as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let key = words(bytes);
+        let len = bytes.len();
+        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47))
+            .wrapping_add(len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The slot index is the top bits of the multiplicative hash.
         let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
         let Some(slot) = self.slots.get_mut(index) else {
             return PyString::from_bytes(py, bytes);
         };
         if let Some((cached, cached_len, obj)) = slot {
-            if usize::from(*cached_len) == len && *cached == key {
+            if *cached_len == len && *cached == key {
                 return Ok(obj.clone());
             }
         }
         let obj = PyString::from_bytes(py, bytes)?;
-        // `len` is at most CACHED_STRING_LEN, which fits a u8.
-        #[allow(clippy::cast_possible_truncation)]
-        let stored_len = len as u8;
-        *slot = Some((key, stored_len, obj.clone()));
+        *slot = Some((key, len, obj.clone()));
         Ok(obj)
     }
 }
