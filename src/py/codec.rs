@@ -466,6 +466,9 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         }
         Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
     }
+    fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, items)?.into_any())
+    }
     fn tuple<I: ExactSizeIterator<Item = Self::Value>>(
         &mut self,
         items: I,
