@@ -5,7 +5,8 @@
 //! `python` feature and make up the private extension module `execnet._core`.
 
 pub mod codec;
-pub mod rsync;
-
+pub mod frame;
+pub mod mux;
 #[cfg(feature = "python")]
 pub mod py;
+pub mod rsync;

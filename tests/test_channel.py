@@ -362,3 +362,64 @@ class TestReconfigure:
         ch.reconfigure(py3str_as_py2str=True)
         ch.send("text")
         assert ch.receive(TIMEOUT) == (b"bytes", b"back")
+
+
+class TestConcurrency:
+    def test_many_threads_sending_never_interleave_frames(self, gw: Gateway) -> None:
+        if gw.spec.execmodel == "main_thread_only":
+            pytest.skip("needs concurrent executions")
+        nthreads, nitems = 6, 150
+        channels = [
+            gw.remote_exec("for x in channel:\n    channel.send(x)") for _ in range(nthreads)
+        ]
+        errors: list[BaseException] = []
+
+        def pump(ch: Channel, seed: int) -> None:
+            try:
+                for i in range(nitems):
+                    # every 10th item exceeds the pipe buffer, so writes are split
+                    size = 200_000 if i % 10 == 0 else (i * 37 + seed) % 3000
+                    item = (seed, i, "x" * size)
+                    ch.send(item)
+                    assert ch.receive(TIMEOUT) == item
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=pump, args=(ch, n)) for n, ch in enumerate(channels)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        for ch in channels:
+            ch.close()
+
+    def test_no_channel_leak(self, gw: Gateway) -> None:
+        for i in range(50):
+            assert gw.remote_exec("channel.send(channel.receive())").send(i) is None
+        for _ in range(50):
+            gw.remote_exec("channel.send(1)").receive(TIMEOUT)
+        wait_for(lambda: len(gw._channelfactory.channels()) == 0)
+        for _ in range(200):
+            if gw.remote_status().numchannels == 0:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("worker kept channel objects")
+
+
+def test_receive_inside_a_callback_fails_instead_of_hanging(gw: Gateway) -> None:
+    other = gw.newchannel()
+    errors: list[BaseException] = []
+
+    def callback(item: object) -> None:
+        try:
+            other.receive()
+        except OSError as e:
+            errors.append(e)
+
+    ch = gw.remote_exec("channel.receive()\nchannel.send(1)")
+    ch.setcallback(callback, endmarker=None)
+    ch.send("go")  # the item arrives after setcallback: the callback runs in the receiver
+    wait_for(lambda: len(errors) >= 1)
+    assert "in the receiver thread would never return" in str(errors[0])

@@ -326,29 +326,36 @@ def test_thread_model_runs_concurrent_execs_in_parallel(gw: Gateway) -> None:
     ch1.waitclose(TIMEOUT)
 
 
-def _gevent_path() -> str | None:
-    side = Path(__file__).resolve().parent.parent / ".side" / "gevent"
-    if (side / "gevent").is_dir():
-        return str(side)
-    try:
-        import gevent  # noqa: F401
-    except ImportError:
-        return None
-    return ""
-
-
-@pytest.mark.skipif(
-    _gevent_path() is None, reason="gevent not available (pip install --target .side/gevent gevent)"
-)
-def test_gevent_worker_serves_and_exits_cleanly() -> None:
+def _green_path(name: str) -> str | None:
+    """PYTHONPATH entry that makes ``name`` importable here ("" if installed), else None."""
     import subprocess
 
+    side = Path(__file__).resolve().parent.parent / ".side" / name
+    for extra in ("", str(side)):
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [extra, os.environ.get("PYTHONPATH")])),
+        )
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], env=env, capture_output=True, timeout=60
+        )
+        if probe.returncode == 0:
+            return extra
+    return None
+
+
+@pytest.mark.parametrize("model", ["gevent", "eventlet"])
+def test_green_worker_serves_and_exits_cleanly(model: str) -> None:
+    import subprocess
+
+    extra = _green_path(model)
+    if extra is None:
+        pytest.skip(f"{model} not available (pip install --target .side/{model} {model})")
     script = textwrap.dedent(
-        """
+        f"""
         import execnet
-        from execnet import gateway_base
-        gw = execnet.makegateway("popen//execmodel=gevent")
-        assert gw.remote_status().execmodel == "gevent"
+        gw = execnet.makegateway("popen//execmodel={model}")
+        assert gw.remote_status().execmodel == "{model}"
         ch = gw.remote_exec("channel.send(channel.receive() + 1)")
         ch.send(41)
         assert ch.receive(10) == 42
@@ -363,7 +370,6 @@ def test_gevent_worker_serves_and_exits_cleanly() -> None:
         """
     )
     env = dict(os.environ)
-    extra = _gevent_path()
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
     out = subprocess.run(
@@ -372,3 +378,14 @@ def test_gevent_worker_serves_and_exits_cleanly() -> None:
     assert out.returncode == 0, out.stderr
     # upstream 2.1.2's gevent workers exited with status 120 (FileObjectThread at shutdown)
     assert out.stdout == "rc 0\n"
+
+
+def test_thread_model_sequential_execs_all_get_the_main_thread(gw: Gateway) -> None:
+    # the channel close is sent only after the main thread is free again, so an exec issued
+    # after waitclose() never races into an extra thread
+    for _ in range(30):
+        ch = gw.remote_exec(
+            "import threading\nchannel.send(threading.current_thread() is threading.main_thread())"
+        )
+        assert ch.receive(TIMEOUT) is True
+        ch.waitclose(TIMEOUT)

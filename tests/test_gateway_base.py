@@ -906,3 +906,57 @@ def test_channel_gc_during_a_write_does_not_interleave_frames() -> None:
     assert (first.msgcode, first.channelid, gb.loads_internal(first.data)) == (4, 7, "payload")
     assert (second.msgcode, second.channelid, second.data) == (gb.Message.CHANNEL_CLOSE, 1, b"")
     assert stream.read() == b""
+
+
+class RecordingIO:
+    execmodel = gb.get_execmodel("thread")
+
+    def __init__(self) -> None:
+        self.out = BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+
+
+def test_channel_gc_never_blocks_on_a_busy_send_lock() -> None:
+    io = RecordingIO()
+    gw = gb.BaseGateway(io, "busy", _startcount=1)  # type: ignore[arg-type]
+    victim = [gw.newchannel()]
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        with gw._sendlock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(10)
+    start = time.monotonic()
+    victim.clear()  # Channel.__del__ while another thread holds the send lock
+    assert time.monotonic() - start < 1
+    assert io.out.getvalue() == b""
+    release.set()
+    holder.join(10)
+    gw._send(gb.Message.CHANNEL_DATA, 5, gb.dumps_internal(1))
+    stream = BytesIO(io.out.getvalue())
+    frames = [gb.Message.from_io(stream) for _ in range(2)]
+    assert [(m.msgcode, m.channelid) for m in frames] == [
+        (gb.Message.CHANNEL_DATA, 5),
+        (gb.Message.CHANNEL_CLOSE, 1),
+    ]
+
+
+def test_flush_deferred_writes_a_queued_close() -> None:
+    io = RecordingIO()
+    gw = gb.BaseGateway(io, "later", _startcount=1)  # type: ignore[arg-type]
+    victim = [gw.newchannel()]
+    with gw._sendlock:
+        gw._send_depth += 1  # as if this thread were in the middle of a write
+        victim.clear()
+        gw._send_depth -= 1
+        assert io.out.getvalue() == b""
+    gw._flush_deferred()
+    msg = gb.Message.from_io(BytesIO(io.out.getvalue()))
+    assert (msg.msgcode, msg.channelid) == (gb.Message.CHANNEL_CLOSE, 1)

@@ -518,25 +518,50 @@ def test_killed_target_then_repair(group: Any, src: Path, dst: Path) -> None:
         (src / f"f{i:02}").write_bytes(os.urandom(200_000))
     victim = group.makegateway("popen")
     pid = victim.remote_exec("import os; channel.send(os.getpid())").receive()
-    acks: list[int] = []
+    sent: list[str] = []
 
-    def callback(kind: str, size: int, channel: Any) -> None:
-        if kind == "ack":
-            acks.append(size)
-            if len(acks) == 5:
+    class Killing(RSync):
+        def _report_send_file(self, gateway: Any, modified_rel_path: str) -> None:
+            # The target writes a file only after its bytes arrive: killing it after the
+            # fifth file was sent leaves at most five complete files behind.
+            sent.append(modified_rel_path)
+            if len(sent) == 5:
                 os.kill(pid, 9)
 
-    rsync = RSync(src, callback=callback, verbose=False)
+    rsync = Killing(src, verbose=False)
     rsync.add_target(victim, dst)
     with pytest.raises(EOFError, match="lost during rsync"):
         rsync.send()
-    assert len(acks) < 40
+    assert len(sent) < 40
     partial = snapshot(dst) if dst.exists() else {}
     assert partial != snapshot(src)
 
     healthy = group.makegateway("popen")
     sync(src, (healthy, dst))
     assert snapshot(dst) == snapshot(src)
+
+
+def test_target_failing_during_the_structure_stream(group: Any, src: Path, tmp_path: Path) -> None:
+    """The error that ended the target is raised, not a bare "cannot send"."""
+    for d in range(40):
+        (src / f"d{d}").mkdir()
+        for i in range(100):
+            (src / f"d{d}" / f"f{i}").write_text("x")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory is needed")
+    gw = group.makegateway("popen")
+    rsync = RSync(src, verbose=False)
+    rsync.add_target(gw, blocker / "below")
+    with pytest.raises(execnet.RemoteError, match="NotADirectoryError"):
+        rsync.send()
+
+    victim = group.makegateway("popen")
+    pid = victim.remote_exec("import os; channel.send(os.getpid())").receive()
+    rsync = RSync(src, verbose=False)
+    rsync.add_target(victim, tmp_path / "dst")
+    os.kill(pid, 9)
+    with pytest.raises(EOFError, match="lost during rsync"):
+        rsync.send()
 
 
 def test_structure_stream_matches_python_walk(src: Path) -> None:

@@ -363,3 +363,46 @@ def test_loop_socketserver_restarts_after_quit(group: Group, tmp_path: Path) -> 
     finally:
         os.killpg(loop.pid, signal.SIGKILL)
         loop.wait()
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:0", ("127.0.0.1", 0)], ids=["str", "tuple"])
+def test_socketserver_as_remote_exec_module(group: Group, bind: object) -> None:
+    from execnet.script import socketserver
+
+    host_gw = group.makegateway("popen//id=host")
+    ch = host_gw.remote_exec(socketserver)
+    ch.send(bind)
+    host, port = ch.receive()
+    assert host == "127.0.0.1" and port > 0
+    gw = group.makegateway(f"socket={host}:{port}")
+    host_pid = host_gw.remote_exec("import os; channel.send(os.getpid())").receive()
+    assert gw._rinfo().pid == host_pid
+    gw.exit()
+    gw.join(timeout=5.0)
+    # exactly one connection is served; then the remote_exec ends and the port is closed
+    ch.waitclose(timeout=10)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5).close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_socketserver(group: Group, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    srv = Server(f"[::1]:{port}", cwd=tmp_path)
+    try:
+        gw = group.makegateway(f"socket=[::1]:{port}")
+        assert gw.remoteaddress == f"[::1]:{port}"
+        assert gw._rinfo().pid == srv.proc.pid
+    finally:
+        srv.stop()

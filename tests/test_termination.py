@@ -285,3 +285,45 @@ def test_terminate_with_zero_timeout_leaves_no_process_running(group: Group) -> 
     assert time.monotonic() - start < 3.0
     assert all(gw._io.popen.returncode is not None for gw in gws)
     assert all(process_gone(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "no-threads"])
+def test_terminate_is_bounded_when_the_worker_stops_reading(
+    group: Group, threads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    # without threads: the path taken at interpreter shutdown on Python >= 3.12
+    monkeypatch.setattr("execnet.multi._threads_available", lambda execmodel: threads)
+
+    gw = group.makegateway("popen")
+    ch = gw.remote_exec(
+        """
+        import os, time
+        # the callback runs in the worker's receiver thread: the first item stalls it for good
+        channel.setcallback(lambda item: time.sleep(3600))
+        channel.send(os.getpid())
+        time.sleep(3600)
+        """
+    )
+    ch.setcallback(lambda item: None)
+    ch.send("stall")
+
+    def fill() -> None:
+        try:
+            while True:
+                ch.send(b"x" * 65536)
+        except OSError:
+            pass
+
+    filler = threading.Thread(target=fill, daemon=True)
+    filler.start()
+    time.sleep(1.0)
+    assert filler.is_alive()  # blocked writing into the full pipe
+    popen = gw._io.popen
+    start = time.monotonic()
+    group.terminate(timeout=1.0)
+    assert time.monotonic() - start < 4.0
+    assert popen.returncode == -signal.SIGKILL
+    filler.join(timeout=5.0)
+    assert not filler.is_alive()

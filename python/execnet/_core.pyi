@@ -78,3 +78,93 @@ def md5_file(path: str | PathLike[str]) -> bytes:
 
 def md5_files(paths: Sequence[str | PathLike[str]]) -> list[bytes | None]:
     """MD5 digests of many files, hashed in parallel; ``None`` for files that cannot be read."""
+
+# -- gateway I/O core (src/py/mux.rs) ----------------------------------------------------------
+
+@final
+class ChannelQueue:
+    """A channel's receive queue (unbounded, FIFO, thread-safe).
+
+    Holds objects `put` by Python and CHANNEL_DATA payloads queued by a `Mux` reader thread
+    without the GIL; payloads are decoded when taken, with the `strconfig` in force when they
+    arrived. Created by `Mux.queue()` (routed) or directly (not routed).
+    """
+
+    strconfig: tuple[bool, bool]
+    """`(py2str_as_py3str, py3str_as_py2str)` for payloads queued from now on."""
+
+    def __new__(cls, strconfig: tuple[bool, bool] = ...) -> ChannelQueue: ...
+    def put(self, item: Any) -> None:
+        """Append any object."""
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Take the oldest item, like `queue.Queue.get`.
+
+        Waits with the GIL released and runs signal handlers at least every 50 ms (Ctrl-C
+        works). Raises `queue.Empty` on timeout or when non-blocking and empty, `ValueError`
+        for a negative timeout, and whatever decoding a queued payload raises.
+        """
+    def qsize(self) -> int:
+        """Number of queued items."""
+    def empty(self) -> bool:
+        """Whether nothing is queued."""
+
+@final
+class Mux:
+    """One gateway connection: a reader thread that routes incoming frames, and whole-frame
+    writes under a write lock.
+
+    Both descriptors are duplicated (close-on-exec), so the caller may close its own file
+    objects independently; the duplicates are closed by `close_read()`, `close_write()` and when
+    the object goes away. `is_socket=None` detects sockets from the descriptors.
+    """
+
+    def __new__(cls, read_fd: int, write_fd: int, is_socket: bool | None = None) -> Mux: ...
+    def send(self, code: int, channelid: int, payload: bytes) -> None:
+        """Write one frame (header and payload) as a whole; frames from concurrent callers never
+        interleave.
+
+        Small frames are written with the GIL held when the descriptor can take them at once;
+        otherwise the GIL is released while writing, and signal handlers run at least every
+        50 ms (Ctrl-C in the middle of a frame leaves the write side unusable: later sends raise
+        OSError). `ValueError` for a code outside 0..7, `OverflowError` for a channel id outside
+        int32, `OSError` (or a subclass such as `BrokenPipeError`) when the write fails or the
+        write side is closed.
+        """
+    def start(
+        self,
+        dispatch: Callable[[int, int, bytes], object],
+        on_exit: Callable[[BaseException | None], object],
+    ) -> None:
+        """Start the reader thread (named `execnet-mux-reader`).
+
+        A CHANNEL_DATA frame for a routed channel whose payload decodes without Python help (no
+        channel references) goes straight into that channel's queue; every other frame is passed
+        to `dispatch(code, channelid, payload)` in the reader thread, in wire order. The reader
+        ends, calling `on_exit(exc_or_None)` exactly once, on: end of stream (`EOFError`
+        "couldn't load message header, expected 9 bytes, got N" or "expected N bytes, got M"),
+        a malformed header (`ValueError`), a read error (`OSError`), an exception raised by
+        `dispatch` (that exception), or `close_read()` (`None`). Exceptions from `on_exit` go to
+        `sys.unraisablehook`. During interpreter shutdown the reader stops without calling
+        anything. `RuntimeError` if already started, `OSError` if the read side is closed.
+        """
+    def queue(self, channelid: int, strconfig: tuple[bool, bool] = ...) -> ChannelQueue:
+        """Create the queue of `channelid` and route its plain data there from now on
+        (replacing an earlier route of that id)."""
+    def unroute(self, channelid: int) -> None:
+        """Stop routing `channelid`: once this returns, its data goes to `dispatch`. Items
+        already queued stay in the queue."""
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the reader has finished (including `on_exit`); return whether it has.
+
+        A reader never started counts as finished. The GIL is released while waiting; signal
+        handlers run at least every 50 ms. `RuntimeError` when called from the reader thread.
+        """
+    def is_alive(self) -> bool:
+        """Whether the reader thread is running."""
+    def close_read(self) -> None:
+        """Stop the reader (it calls `on_exit(None)` unless it already ended) and close the
+        read descriptor; a socket's reading direction is shut down. Idempotent; may be called
+        from `dispatch`."""
+    def close_write(self) -> None:
+        """Close the write descriptor; a socket's sending direction is shut down, so the peer
+        sees end of stream. Idempotent."""

@@ -155,6 +155,7 @@ RemoteStatus = RInfo
 
 
 def rinfo_source(channel):  # type: ignore[no-untyped-def]
+    """Remote side of ``Gateway._rinfo``: send interpreter facts (shipped as source)."""
     import os
     import sys
 

@@ -436,6 +436,7 @@ class Reply:
         self.running = True
         self._result: Any = None
         self._exc: BaseException | None = None
+        self._epilogue = False
 
     def get(self, timeout: float | None = None) -> Any:
         """Wait for the task; return its result or re-raise its exception."""
@@ -503,13 +504,14 @@ class WorkerPool:
                     ready.clear()
                     continue
             try:
-                self._perform_spawn(reply)
+                self._perform_spawn(reply, primary=True)
             finally:
                 with self._running_lock:
                     self._primary_task = None
                     ready.clear()
                     idle.set()
                     stop = self._shuttingdown
+                self._run_epilogue(reply)
             if stop:
                 return
 
@@ -531,8 +533,10 @@ class WorkerPool:
         """The number of tasks not yet finished."""
         return len(self._running)
 
-    def _perform_spawn(self, reply: Reply) -> None:
+    def _perform_spawn(self, reply: Reply, primary: bool = False) -> None:
         reply.run()
+        if not primary:
+            self._run_epilogue(reply)
         with self._running_lock:
             self._running.discard(reply)
             if not self._running:
@@ -550,9 +554,29 @@ class WorkerPool:
         self._primary_ready.set()
         return True
 
+    @staticmethod
+    def _run_epilogue(reply: Reply) -> None:
+        # the epilogue is the callable the task returned; it runs after the primary thread
+        # was marked idle (in other threads: right after the task)
+        if not reply._epilogue or reply._exc is not None:
+            return
+        epilogue, reply._result = reply._result, None
+        try:
+            epilogue()
+        except BaseException as exc:
+            reply._exc = exc
+
+    def _spawn_with_epilogue(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Reply:
+        """Like :meth:`spawn`; ``func`` returns a callable run once the thread is idle."""
+        reply = Reply((func, args, {}), self.execmodel)
+        reply._epilogue = True
+        return self._schedule(reply)
+
     def spawn(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Reply:
         """Run ``func(*args, **kwargs)`` asynchronously; return its :class:`Reply`."""
-        reply = Reply((func, args, kwargs), self.execmodel)
+        return self._schedule(Reply((func, args, kwargs), self.execmodel))
+
+    def _schedule(self, reply: Reply) -> Reply:
         main_only = self.execmodel.backend == "main_thread_only" and self._primary_idle is not None
         while True:
             with self._running_lock:
@@ -1008,6 +1032,9 @@ class Channel:
         itemqueue = self._items
         if itemqueue is None:
             raise OSError("cannot receive(), channel has receiver callback")
+        if timeout is None and itemqueue.empty() and self._in_receiver_thread():
+            # only the receiver thread could deliver the item: upstream hung here forever
+            raise OSError(f"receive() on {self!r} in the receiver thread would never return")
         try:
             x = itemqueue.get(timeout=timeout)
         except self.gateway.execmodel.queue.Empty:
@@ -1016,6 +1043,10 @@ class Channel:
             itemqueue.put(x)  # for other receivers
             raise self._getremoteerror() or EOFError()
         return x
+
+    def _in_receiver_thread(self) -> bool:
+        ident = getattr(self.gateway, "_receiver_ident", None)
+        return ident is not None and ident == self.gateway.execmodel.get_ident()
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -1399,31 +1430,52 @@ class BaseGateway:
                 self._send_depth += 1
                 try:
                     message.to_io(self._io)
-                    deferred = self._deferred_sends
-                    while deferred:
-                        deferred.pop(0).to_io(self._io)
+                    self._write_deferred()
                 finally:
                     self._send_depth -= 1
+            if self._deferred_sends:
+                self._flush_deferred()
             self._trace("sent", message)
         except (OSError, ValueError) as e:
             self._trace("failed to send", message, e)
             raise OSError("cannot send (already closed?)") from e
 
-    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
-        """Send, or queue behind the frame this thread is writing right now.
+    def _write_deferred(self) -> None:
+        # called with the send lock held
+        deferred = self._deferred_sends
+        while deferred:
+            deferred.pop(0).to_io(self._io)
 
-        Used by ``Channel.__del__``: garbage collection can run it in the middle of a write
-        by the same thread, where a nested frame would corrupt the stream.
-        """
+    def _flush_deferred(self) -> None:
+        # Never blocks: whoever holds the send lock writes the queue after its own frame and
+        # checks it again after releasing the lock.
         lock = self._sendlock
-        if lock.acquire(False):
-            try:
-                if self._send_depth:
-                    self._deferred_sends.append(Message(msgcode, channelid))
-                    return
-            finally:
-                lock.release()
-        self._send(msgcode, channelid)
+        if not lock.acquire(False):
+            return
+        try:
+            if not self._send_depth:
+                self._send_depth += 1
+                try:
+                    self._write_deferred()
+                finally:
+                    self._send_depth -= 1
+        finally:
+            lock.release()
+
+    def _send_deferrable(self, msgcode: int, channelid: int) -> None:
+        """Send without ever blocking on the send lock (used by ``Channel.__del__``).
+
+        Garbage collection runs ``__del__`` at arbitrary points: in the middle of a write by the
+        same thread (a nested frame would corrupt the stream), or in the receiver thread while
+        another thread is blocked writing to a full pipe (waiting for the lock would deadlock
+        with a peer that waits for us to read). The frame is queued and written by whoever
+        holds, or next takes, the send lock.
+        """
+        self._deferred_sends.append(Message(msgcode, channelid))
+        try:
+            self._flush_deferred()
+        except (OSError, ValueError) as e:
+            self._trace("failed to send deferred messages", e)
 
     def _local_schedulexec(self, channel: Channel, sourcetask: bytes) -> None:
         channel.close("execution disallowed")
@@ -1471,7 +1523,10 @@ class WorkerGateway(BaseGateway):
                 return
         task = loads_internal(sourcetask)
         try:
-            self._execpool.spawn(self.executetask, (channel, task))
+            # The channel is closed only after the pool has marked the thread idle again, so a
+            # remote_exec sent in reaction to that close finds the main thread free (no race
+            # into an extra thread, no spurious main_thread_only refusal).
+            self._execpool._spawn_with_epilogue(self._execute, ((channel, task),))
         except ValueError as exc:
             channel.close(geterrortext(exc))
 
@@ -1521,6 +1576,10 @@ class WorkerGateway(BaseGateway):
 
     def executetask(self, item: tuple[Any, Any]) -> None:
         """Run one ``remote_exec`` request ``(channel, (source, file_name, call_name, kwargs))``."""
+        self._execute(item)()
+
+    def _execute(self, item: tuple[Any, Any]) -> Callable[[], None]:
+        """Run the request; return the step that closes its channel (see ``_local_schedulexec``)."""
         channel, task = item
         try:
             source, file_name, call_name, kwargs = task
@@ -1543,15 +1602,13 @@ class WorkerGateway(BaseGateway):
         except EOFError:
             # typically receive() after the peer dropped the channel: a quiet end
             self._trace("ignoring EOFError because receiving finished")
-            self._close_quietly(channel)
         except BaseException as exc:
-            if not channel.gateway._channelfactory.finished:
-                self._trace(f"got exception: {exc!r}")
-                errortext = self._geterrortext(exc)
-                self._close_quietly(channel, errortext)
-            return
-        else:
-            self._close_quietly(channel)
+            if channel.gateway._channelfactory.finished:
+                return _nothing
+            self._trace(f"got exception: {exc!r}")
+            errortext = self._geterrortext(exc)
+            return lambda: self._close_quietly(channel, errortext)
+        return lambda: self._close_quietly(channel)
 
     def _close_quietly(self, channel: Any, error: str | None = None) -> None:
         try:
@@ -1559,6 +1616,10 @@ class WorkerGateway(BaseGateway):
         except OSError as exc:
             # the connection went away while the execution ended
             self._trace("could not close channel:", repr(exc))
+
+
+def _nothing() -> None:
+    pass
 
 
 def serve(io: IO, id: str) -> None:

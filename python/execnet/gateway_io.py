@@ -17,7 +17,7 @@ try:
     from execnet.gateway_base import Message, Popen2IO
 except ImportError:  # shipped source running in an exec-bootstrapped forwarder
     try:
-        from __main__ import Message, Popen2IO  # type: ignore[attr-defined,no-redef]
+        from __main__ import Message, Popen2IO  # type: ignore[no-redef]
     except ImportError:
         Message = Popen2IO = None  # type: ignore[misc,assignment]
 
@@ -38,6 +38,12 @@ _STDERR_KEEP = 4096
 class Popen2IOMaster:
     """Protocol IO over the stdin/stdout pipes of a child process (``subprocess.Popen``).
 
+    The child stays in this process's process group, so a terminal's Ctrl-C reaches workers
+    as it does with execnet. No ``PR_SET_PDEATHSIG``: Linux ties it to the *thread* that
+    started the child, and gateways are often made from short-lived threads (pytest-xdist),
+    which would kill healthy workers. A worker whose master dies sees EOF on its stdin and
+    shuts itself down instead.
+
     ``stderr_tee=True`` pipes the child's stderr through a thread that copies it to fd 2 and
     keeps its tail in :attr:`stderr_tail` (used to explain ssh failures).
     """
@@ -53,7 +59,8 @@ class Popen2IOMaster:
             args, stdin=PIPE, stdout=PIPE, stderr=PIPE if stderr_tee else None
         )
         self._stdin = self.popen.stdin
-        self._stdin_raw = self._stdin.raw
+        # None for file objects without a raw layer (gevent's): then write + flush
+        self._stdin_raw = getattr(self._stdin, "raw", None)
         self._stdout = self.popen.stdout
         self._stderr_done = None
         if stderr_tee:
@@ -62,10 +69,12 @@ class Popen2IOMaster:
 
     def _tee_stderr(self) -> None:
         stream = self.popen.stderr
+        # read1: whatever is available (cooperative for green exec models' file objects)
+        read = getattr(stream, "read1", stream.read)
         kept = 0
         try:
             while True:
-                data = os.read(stream.fileno(), 4096)
+                data = read(4096)
                 if not data:
                     break
                 try:
@@ -90,7 +99,7 @@ class Popen2IOMaster:
 
     def read(self, numbytes: int) -> bytes:
         """Read exactly ``numbytes`` bytes from the child's stdout (EOFError if it ends)."""
-        buf = self._stdout.read(numbytes)
+        buf: bytes = self._stdout.read(numbytes)
         if len(buf) == numbytes:
             return buf
         parts = [buf]
@@ -107,9 +116,14 @@ class Popen2IOMaster:
         """Write all of ``data`` to the child's stdin."""
         # Unbuffered writes: nothing is left in a buffer to be flushed (and to fail again
         # with BrokenPipeError) when the pipe is closed or garbage-collected later.
+        raw = self._stdin_raw
+        if raw is None:
+            self._stdin.write(data)
+            self._stdin.flush()
+            return
         view = memoryview(data)
         while view:
-            written = self._stdin_raw.write(view)
+            written = raw.write(view)
             view = view[written:]
 
     def close_read(self) -> None:

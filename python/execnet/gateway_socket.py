@@ -7,9 +7,14 @@ there: the ``socket`` module and builtins.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gateway_bootstrap import HostNotFound
+
+if TYPE_CHECKING:
+    import socket
+
+    from .gateway_base import ExecModel
 
 
 class SocketIO:
@@ -17,7 +22,7 @@ class SocketIO:
 
     remoteaddress: str
 
-    def __init__(self, sock, execmodel):  # type: ignore[no-untyped-def]
+    def __init__(self, sock: socket.socket, execmodel: ExecModel) -> None:
         self.sock = sock
         self.execmodel = execmodel
         socket = execmodel.socket
@@ -30,7 +35,7 @@ class SocketIO:
 
             sys.stderr.write("WARNING: cannot set socketoption")
 
-    def read(self, numbytes):  # type: ignore[no-untyped-def]
+    def read(self, numbytes: int) -> bytes:
         """Read exactly ``numbytes`` bytes (EOFError when the peer closes first)."""
         parts = []
         got = 0
@@ -42,25 +47,25 @@ class SocketIO:
             got += len(data)
         return b"".join(parts)
 
-    def write(self, data):  # type: ignore[no-untyped-def]
+    def write(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def close_read(self):  # type: ignore[no-untyped-def]
+    def close_read(self) -> None:
         try:
             self.sock.shutdown(0)
         except OSError:
             pass
 
-    def close_write(self):  # type: ignore[no-untyped-def]
+    def close_write(self) -> None:
         try:
             self.sock.shutdown(1)
         except OSError:
             pass
 
-    def wait(self):  # type: ignore[no-untyped-def]
+    def wait(self) -> None:
         pass
 
-    def kill(self):  # type: ignore[no-untyped-def]
+    def kill(self) -> None:
         pass
 
 
@@ -90,7 +95,11 @@ def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
         host, _, portstr = str(spec.socket).rpartition(":")
         port = int(portstr)
     socket = execmodel.socket
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET
+    if host.startswith("[") and host.endswith("]"):  # socket=[::1]:8888
+        host = host[1:-1]
+        family = socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.connect((host, port))
     except socket.gaierror:
@@ -101,5 +110,8 @@ def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
         raise
     io = SocketIO(sock, execmodel)
     peer = sock.getpeername()
-    io.remoteaddress = "%s:%d" % (peer[0], peer[1])
+    if family == socket.AF_INET6:
+        io.remoteaddress = "[%s]:%d" % (peer[0], peer[1])
+    else:
+        io.remoteaddress = "%s:%d" % (peer[0], peer[1])
     return io

@@ -170,8 +170,9 @@ class Group:
     def _register(self, gateway: Any) -> None:
         assert getattr(gateway, "_group", None) is None
         assert gateway.id
-        assert gateway.id not in self
-        self._gateways.append(gateway)
+        with self._autoidlock:  # check and append atomically (concurrent makegateway)
+            assert gateway.id not in self
+            self._gateways.append(gateway)
         gateway._group = self
 
     def _unregister(self, gateway: Any) -> None:
@@ -189,11 +190,10 @@ class Group:
         ``timeout=None`` it waits as long as it takes and never kills.
         """
         while self:
+            threads = _threads_available(self.execmodel)
             vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
             before = len(self._gateways)
-            for gw in self:
-                if gw.id not in vias:
-                    gw.exit()
+            _exit_all([gw for gw in self if gw.id not in vias], self.execmodel, timeout, threads)
             if len(self._gateways) == before:
                 # No progress (an exit() that did not unregister): take them all out.
                 for gw in self:
@@ -202,7 +202,7 @@ class Group:
                         self._unregister(gw)
             to_join = list(self._gateways_to_join)
             del self._gateways_to_join[:]
-            if _threads_available(self.execmodel):
+            if threads:
                 safe_terminate(
                     self.execmodel,
                     timeout,
@@ -250,6 +250,55 @@ def _discard_io(io: Any) -> None:
             io.kill()
     except (OSError, ValueError, EOFError):
         pass
+
+
+def _exit_all(
+    gateways: list[Any], execmodel: ExecModel, timeout: float | None, threads: bool
+) -> None:
+    """Call ``exit()`` on every gateway; with a timeout, kill those whose exit blocks.
+
+    ``exit()`` writes the termination message, which blocks when the worker stopped reading
+    and its pipe is full; killing the process makes that write fail, so exit() returns.
+    """
+    if timeout is None or not gateways:
+        for gw in gateways:
+            gw.exit()
+        return
+    if not threads:
+        deadline = time.monotonic() + timeout
+        for gw in gateways:
+            if not _writable(gw, max(0.0, deadline - time.monotonic())):
+                trace(f"{gw!r} does not read its input; killing it")
+                _kill(gw)
+            gw.exit()
+        return
+    pool = WorkerPool(execmodel)
+    replies = [(gw, pool.spawn(gw.exit)) for gw in gateways]
+    deadline = time.monotonic() + timeout
+    for gw, reply in replies:
+        try:
+            reply.waitfinish(timeout=max(0.0, deadline - time.monotonic()))
+        except OSError:
+            trace(f"exit() of {gw!r} blocked; killing it")
+            _kill(gw)
+            continue
+        reply.get()
+    pool.trigger_shutdown()
+
+
+def _writable(gw: Any, timeout: float) -> bool:
+    """Whether a small write to a subprocess gateway's stdin pipe would not block."""
+    import select
+
+    stdin = getattr(getattr(gw, "_io", None), "_stdin", None)
+    try:
+        fd = stdin.fileno()  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return True
+    try:
+        return bool(select.select([], [fd], [], timeout)[1])
+    except (OSError, ValueError):
+        return True
 
 
 def _join_wait(gw: Any) -> None:
@@ -359,7 +408,7 @@ class MultiChannel:
                     self._queue = ch.gateway.execmodel.queue.Queue()
 
                 def putreceived(obj: object, channel: Channel = ch) -> None:
-                    self._queue.put((channel, obj))  # type: ignore[union-attr]
+                    self._queue.put((channel, obj))
 
                 if endmarker is NO_ENDMARKER_WANTED:
                     ch.setcallback(putreceived)

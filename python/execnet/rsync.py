@@ -14,7 +14,7 @@ import os
 import queue
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import rsync_remote
 
@@ -198,7 +198,8 @@ class RSync:
             parts = _core.TreeWalk(root, hook, _CHUNK)
         else:
             parts = [_walk_python(root, hook)]
-        broadcast = _broadcaster(list(self._channels))
+        channels = list(self._channels)
+        broadcast = _broadcaster(channels)
         first = True
         for items, links in parts:
             if first and items and items[0] == (None, 0, 0):
@@ -207,8 +208,11 @@ class RSync:
             first = False
             for path in links:
                 self._record_link(root, path)
-            for item in items:
-                broadcast(item)
+            try:
+                for item in items:
+                    broadcast(item)
+            except OSError as exc:
+                self._raise_target_failure(exc, channels)
 
     def _record_link(self, root: str, path: str) -> None:
         prefix = root if root.endswith(os.sep) else root + os.sep
@@ -260,8 +264,8 @@ class RSync:
                     self._callback("ack", size, channel)
             elif command == "links":
                 for link in self._links:
-                    channel.send(link)
-                channel.send(_LINKS_END)
+                    self._send_to(channel, link)
+                self._send_to(channel, _LINKS_END)
             elif command == "done":
                 self._target_done(channel)
             else:
@@ -308,7 +312,7 @@ class RSync:
                     self._report_send_file(channel.gateway, os.path.join("", *components))
         self._pending_sizes.setdefault(channel, deque()).append(size)
         self._requested_bytes[channel] = self._requested_bytes.get(channel, 0) + size
-        channel.send(content)
+        self._send_to(channel, content)
 
     @staticmethod
     def _size(path: str) -> int:
@@ -316,6 +320,27 @@ class RSync:
             return os.stat(path).st_size
         except OSError:
             return 0
+
+    def _send_to(self, channel: Channel, item: Any) -> None:
+        try:
+            channel.send(item)
+        except OSError as exc:
+            self._raise_target_failure(exc, [channel])
+
+    def _raise_target_failure(self, exc: OSError, channels: list[Channel]) -> NoReturn:
+        """A send failed: raise what ended the target (its RemoteError, or the lost
+        connection) when that is known, else ``exc``."""
+        for channel in channels:
+            try:
+                # Gives the gateway's reader a moment to record why the channel ended.
+                channel.waitclose(timeout=0.5)
+            except EOFError as lost:
+                raise EOFError(
+                    f"connection to {channel.gateway!r} lost during rsync: {lost}"
+                ) from lost
+            except OSError:
+                continue  # still open (execnet's TimeoutError is an OSError)
+        raise exc
 
     def _target_done(self, channel: Channel) -> None:
         finishedcallback = self._channels.pop(channel)

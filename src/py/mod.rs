@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 pub mod codec;
+pub mod mux;
 pub mod rsync;
 
 /// The private extension module `execnet._core`.
@@ -16,6 +17,9 @@ pub mod _core {
 
     #[pymodule_export]
     use super::rsync::{md5_file, md5_files, walk_tree, TreeWalkPy};
+
+    #[pymodule_export]
+    use super::mux::{ChannelQueuePy, MuxPy};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

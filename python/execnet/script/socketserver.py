@@ -42,9 +42,11 @@ def print_(*args: Any) -> None:
 
 
 def parse_address(hostport: str | tuple[str, int]) -> tuple[str, int]:
-    """``"host:port"`` (host may be empty) or ``(host, port)`` -> ``(host, port)``."""
+    """``"host:port"`` (host may be empty, or ``[v6addr]``) or ``(host, port)`` -> ``(host, port)``."""
     if isinstance(hostport, str):
         host, _, portstr = hostport.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
         return host, int(portstr)
     host, port = hostport
     return host, int(port)
@@ -90,13 +92,15 @@ def bind_and_listen(hostport: str | tuple[str, int], execmodel: Any = None) -> A
         socket = execmodel.socket
     else:
         import socket
-    serversock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    address = parse_address(hostport)
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    serversock = socket.socket(family, socket.SOCK_STREAM)
     # Allow a restarted server to bind the address again right away.
     if os.name == "posix" and sys.platform != "cygwin":
         serversock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Children started by executed code must not inherit the listening socket.
     serversock.set_inheritable(False)
-    serversock.bind(parse_address(hostport))
+    serversock.bind(address)
     serversock.listen(5)
     return serversock
 

@@ -1,0 +1,501 @@
+//! Bindings of the multiplexer: `Mux` (a gateway connection's reader thread, routing table and
+//! write lock) and `ChannelQueue` (a channel's receive queue).
+
+use std::io::Read;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::{PyEOFError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyType};
+
+use crate::frame::{encode_frame, Frame, FrameError, MAX_CODE};
+use crate::mux::io::{
+    dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
+};
+use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
+use crate::py::codec::decode_internal;
+
+/// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
+/// retries release the GIL first.
+const FAST_WRITE_LIMIT: usize = 64 * 1024;
+
+static QUEUE_EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn queue_empty(py: Python<'_>) -> PyErr {
+    match QUEUE_EMPTY.import(py, "queue", "Empty") {
+        Ok(cls) => PyErr::from_type(cls.clone(), ()),
+        Err(err) => err,
+    }
+}
+
+/// The Python callables of a started reader.
+struct Callbacks {
+    dispatch: Py<PyAny>,
+    on_exit: Py<PyAny>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReaderState {
+    NotStarted,
+    Running,
+    Finished,
+}
+
+/// State shared by the `Mux` object and its reader thread.
+struct Shared {
+    router: Router<Py<PyAny>>,
+    writer: WriteSide,
+    unstarted: Mutex<Option<ReadSide>>,
+    read_closer: ReadCloser,
+    callbacks: Mutex<Option<Callbacks>>,
+    state: Mutex<ReaderState>,
+    finished: Condvar,
+    reader_thread: Mutex<Option<ThreadId>>,
+    pid: u32,
+}
+
+/// Why the reader stopped on the dispatch side.
+enum Stop {
+    Finalizing,
+    Cleared,
+    Closed,
+    Raised(PyErr),
+}
+
+impl Shared {
+    /// Calls `dispatch` for `frame` and for every further frame already buffered that needs
+    /// it, under one attachment to the interpreter.
+    fn dispatch<R: Read>(
+        &self,
+        frame: Frame,
+        burst: &mut Burst<'_, R, Py<PyAny>>,
+    ) -> Result<(), Stop> {
+        let result = Python::try_attach(|py| {
+            let dispatch = self
+                .callbacks
+                .lock()
+                .as_ref()
+                .map(|cb| cb.dispatch.clone_ref(py));
+            let Some(dispatch) = dispatch else {
+                return Err(Stop::Cleared);
+            };
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                let payload = PyBytes::new(py, &frame.payload);
+                dispatch
+                    .call1(py, (frame.code, frame.channel, payload))
+                    .map_err(Stop::Raised)?;
+                if self.read_closer.is_closed() {
+                    return Err(Stop::Closed);
+                }
+                next = burst.next_dispatch();
+            }
+            Ok(())
+        });
+        result.unwrap_or(Err(Stop::Finalizing))
+    }
+
+    /// Reports the end of the reader to `on_exit`, exactly once, then marks it finished.
+    fn finish(&self, exit: ReaderExit<Stop>) {
+        if !matches!(exit, ReaderExit::Stopped(Stop::Finalizing)) {
+            Python::try_attach(|py| {
+                let callbacks = self.callbacks.lock().take();
+                let Some(callbacks) = callbacks else {
+                    return;
+                };
+                let arg: Option<Py<PyAny>> = match exit {
+                    ReaderExit::Stream(FrameError::Closed)
+                    | ReaderExit::Stopped(Stop::Closed | Stop::Finalizing | Stop::Cleared) => None,
+                    ReaderExit::Stream(err) => Some(frame_error(err).into_value(py).into_any()),
+                    ReaderExit::Stopped(Stop::Raised(err)) => Some(err.into_value(py).into_any()),
+                };
+                if let Err(err) = callbacks.on_exit.call1(py, (arg,)) {
+                    err.write_unraisable(py, Some(callbacks.on_exit.bind(py)));
+                }
+                drop(callbacks);
+            });
+        }
+        *self.state.lock() = ReaderState::Finished;
+        self.finished.notify_all();
+    }
+
+    fn close_read(&self) {
+        self.read_closer.close();
+        let unstarted = self.unstarted.lock().take();
+        drop(unstarted);
+    }
+}
+
+/// The Python exception for a reader that ended on the stream.
+fn frame_error(err: FrameError) -> PyErr {
+    match err {
+        FrameError::HeaderEof { .. } | FrameError::PayloadEof { .. } => {
+            PyEOFError::new_err(err.to_string())
+        }
+        FrameError::Io(io) => PyErr::from(io),
+        FrameError::BadCode { .. }
+        | FrameError::NegativeLength { .. }
+        | FrameError::PayloadTooLarge { .. }
+        | FrameError::Closed => PyValueError::new_err(err.to_string()),
+    }
+}
+
+fn write_error(err: WriteError<PyErr>) -> PyErr {
+    match err {
+        WriteError::Closed => PyOSError::new_err("cannot send: the write side is closed"),
+        WriteError::Broken => PyOSError::new_err(
+            "cannot send: an earlier send was interrupted in the middle of a message",
+        ),
+        WriteError::Io(io) => PyErr::from(io),
+        WriteError::Interrupted(err) => err,
+    }
+}
+
+fn check_signals() -> Result<(), PyErr> {
+    Python::attach(|py| py.check_signals())
+}
+
+/// One gateway connection: a reader thread that routes incoming frames, and whole-frame writes
+/// under a write lock.
+///
+/// `Mux(read_fd, write_fd, is_socket=None)` duplicates both descriptors (the caller may close
+/// its own); `is_socket=None` detects sockets. The duplicates are closed by `close_read()`,
+/// `close_write()` and when the object goes away.
+#[pyclass(name = "Mux", module = "execnet._core", frozen)]
+pub struct MuxPy {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl MuxPy {
+    #[new]
+    #[pyo3(signature = (read_fd, write_fd, is_socket = None))]
+    fn new(read_fd: i32, write_fd: i32, is_socket: Option<bool>) -> PyResult<MuxPy> {
+        let read = dup_raw(read_fd)?;
+        let write = dup_raw(write_fd)?;
+        let read_socket = match is_socket {
+            Some(flag) => flag,
+            None => self::is_socket(&read)?,
+        };
+        let write_socket = match is_socket {
+            Some(flag) => flag,
+            None => self::is_socket(&write)?,
+        };
+        let (side, closer) = ReadSide::new(read, read_socket)?;
+        Ok(MuxPy {
+            shared: Arc::new(Shared {
+                router: Router::new(),
+                writer: WriteSide::new(write, write_socket),
+                unstarted: Mutex::new(Some(side)),
+                read_closer: closer,
+                callbacks: Mutex::new(None),
+                state: Mutex::new(ReaderState::NotStarted),
+                finished: Condvar::new(),
+                reader_thread: Mutex::new(None),
+                pid: std::process::id(),
+            }),
+        })
+    }
+
+    /// Writes one whole frame (header and payload) under the write lock.
+    fn send(&self, py: Python<'_>, code: i64, channelid: i32, payload: &[u8]) -> PyResult<()> {
+        self.check_process()?;
+        let code = i8::try_from(code)
+            .ok()
+            .filter(|c| (0..=MAX_CODE).contains(c))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("message code {code} is not in 0..{MAX_CODE}"))
+            })?;
+        let frame = encode_frame(code, channelid, payload)
+            .map_err(|err| PyValueError::new_err(err.to_string()))?;
+        let writer = &self.shared.writer;
+        // Fast path: the lock is free and the descriptor takes the frame right now, so there is
+        // no need to give up the GIL (re-taking it can cost a switch interval).
+        if frame.len() <= FAST_WRITE_LIMIT {
+            if let Some(mut token) = writer.try_acquire().map_err(write_error)? {
+                let written = token.write_now(&frame)?;
+                if written == frame.len() {
+                    return Ok(());
+                }
+                return py
+                    .detach(|| token.write_all(&frame[written..], &mut check_signals))
+                    .map_err(write_error);
+            }
+        }
+        py.detach(|| {
+            let mut token = writer.acquire(&mut check_signals)?;
+            token.write_all(&frame, &mut check_signals)
+        })
+        .map_err(write_error)
+    }
+
+    /// Starts the reader thread. `dispatch(code, channelid, payload)` gets every frame that is
+    /// not queued directly; `on_exit(exc_or_None)` is called once when the reader ends.
+    fn start(&self, dispatch: Py<PyAny>, on_exit: Py<PyAny>) -> PyResult<()> {
+        self.check_process()?;
+        let mut state = self.shared.state.lock();
+        if *state != ReaderState::NotStarted {
+            return Err(PyRuntimeError::new_err("the reader was already started"));
+        }
+        let Some(side) = self.shared.unstarted.lock().take() else {
+            return Err(PyOSError::new_err(
+                "cannot start the reader: the read side is closed",
+            ));
+        };
+        *self.shared.callbacks.lock() = Some(Callbacks { dispatch, on_exit });
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("execnet-mux-reader".into())
+            .spawn(move || {
+                let mut reader = crate::frame::FrameReader::new(side);
+                let exit = run_reader(&mut reader, &shared.router, |frame, burst| {
+                    shared.dispatch(frame, burst)
+                });
+                drop(reader);
+                shared.finish(exit);
+            });
+        match spawned {
+            Ok(handle) => {
+                *self.shared.reader_thread.lock() = Some(handle.thread().id());
+                *state = ReaderState::Running;
+                Ok(())
+            }
+            Err(err) => {
+                self.shared.callbacks.lock().take();
+                Err(PyRuntimeError::new_err(format!(
+                    "cannot start the reader thread: {err}"
+                )))
+            }
+        }
+    }
+
+    /// Creates the queue of `channelid` and routes its plain data there from now on.
+    #[pyo3(signature = (channelid, strconfig = (true, false)))]
+    fn queue(&self, channelid: i32, strconfig: (bool, bool)) -> PyResult<ChannelQueuePy> {
+        self.check_process()?;
+        Ok(ChannelQueuePy {
+            queue: self.shared.router.register(channelid, strconfig),
+        })
+    }
+
+    /// Stops routing `channelid`: its later data goes to `dispatch`. Queued items stay.
+    fn unroute(&self, channelid: i32) -> PyResult<()> {
+        self.check_process()?;
+        self.shared.router.unroute(channelid);
+        Ok(())
+    }
+
+    /// Waits until the reader has finished (including `on_exit`); returns whether it has.
+    /// A reader that was never started counts as finished.
+    #[pyo3(signature = (timeout = None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        if !self.in_owner_process() {
+            return Ok(true);
+        }
+        if *self.shared.reader_thread.lock() == Some(std::thread::current().id()) {
+            return Err(PyRuntimeError::new_err(
+                "cannot join the reader from its own thread",
+            ));
+        }
+        let deadline = deadline(timeout)?;
+        loop {
+            let wait = slice_until(deadline);
+            let finished = py.detach(|| {
+                let mut state = self.shared.state.lock();
+                if *state == ReaderState::Running {
+                    self.shared.finished.wait_for(&mut state, wait);
+                }
+                *state != ReaderState::Running
+            });
+            if finished {
+                return Ok(true);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Whether the reader thread is running.
+    fn is_alive(&self) -> bool {
+        self.in_owner_process() && *self.shared.state.lock() == ReaderState::Running
+    }
+
+    /// Stops the reader (it calls `on_exit(None)` unless it already ended) and closes the read
+    /// descriptor; for sockets the reading direction is shut down. Idempotent.
+    fn close_read(&self) {
+        if self.in_owner_process() {
+            self.shared.close_read();
+        }
+    }
+
+    /// Closes the write descriptor; for sockets the sending direction is shut down, so the peer
+    /// sees end of stream. Later `send()` calls raise OSError. Idempotent.
+    fn close_write(&self) {
+        if self.in_owner_process() {
+            self.shared.writer.close();
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // A busy lock means the reader is using the callables right now; not visiting keeps
+        // them alive for this collection, which is safe.
+        if let Some(guard) = self.shared.callbacks.try_lock() {
+            if let Some(callbacks) = guard.as_ref() {
+                visit.call(&callbacks.dispatch)?;
+                visit.call(&callbacks.on_exit)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // try_lock: after fork() a lock held by a parent thread stays held in the child.
+        let callbacks = self
+            .shared
+            .callbacks
+            .try_lock()
+            .and_then(|mut cb| cb.take());
+        drop(callbacks);
+    }
+}
+
+impl MuxPy {
+    /// A forked child inherits the object but neither the reader thread nor a consistent
+    /// write lock; refuse instead of hanging.
+    fn check_process(&self) -> PyResult<()> {
+        if self.in_owner_process() {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err(
+                "this Mux belongs to the parent process (used after fork())",
+            ))
+        }
+    }
+}
+
+impl MuxPy {
+    fn in_owner_process(&self) -> bool {
+        self.shared.pid == std::process::id()
+    }
+}
+
+impl Drop for MuxPy {
+    fn drop(&mut self) {
+        // In a forked child the locks may be held forever by threads that do not exist there;
+        // the duplicates are close-on-exec and go away with the child.
+        if self.in_owner_process() {
+            self.shared.close_read();
+            self.shared.writer.close();
+        }
+    }
+}
+
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(
+            "'timeout' must be a non-negative number",
+        )),
+        Some(t) => Ok(Duration::try_from_secs_f64(t)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))),
+    }
+}
+
+fn slice_until(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        None => CHECK_INTERVAL,
+        Some(d) => d
+            .saturating_duration_since(Instant::now())
+            .min(CHECK_INTERVAL),
+    }
+}
+
+/// A channel's receive queue: items put by Python and payloads queued by the reader thread,
+/// decoded when taken.
+#[pyclass(name = "ChannelQueue", module = "execnet._core", frozen)]
+pub struct ChannelQueuePy {
+    queue: Queue<Py<PyAny>>,
+}
+
+impl ChannelQueuePy {
+    fn take(&self, py: Python<'_>, item: Item<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        match item {
+            Item::Obj(obj) => Ok(obj),
+            Item::Raw { payload, strconfig } => {
+                Ok(decode_internal(py, &payload, strconfig, None)?.unbind())
+            }
+            Item::End => Err(PyEOFError::new_err(())),
+        }
+    }
+}
+
+#[pymethods]
+impl ChannelQueuePy {
+    /// A queue not attached to any `Mux` (items arrive only through `put`).
+    #[new]
+    #[pyo3(signature = (strconfig = (true, false)))]
+    fn new(strconfig: (bool, bool)) -> ChannelQueuePy {
+        ChannelQueuePy {
+            queue: Queue::new(strconfig),
+        }
+    }
+
+    /// Appends any object.
+    fn put(&self, item: Py<PyAny>) {
+        self.queue.put(Item::Obj(item));
+    }
+
+    /// Takes the oldest item, waiting as `queue.Queue.get` does; raises `queue.Empty`.
+    #[pyo3(signature = (block = true, timeout = None))]
+    fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        if let Some(item) = self.queue.try_get() {
+            return self.take(py, item);
+        }
+        if !block {
+            return Err(queue_empty(py));
+        }
+        let deadline = deadline(timeout)?;
+        loop {
+            let wait = slice_until(deadline);
+            match py.detach(|| self.queue.get_timeout(wait)) {
+                Ok(item) => return self.take(py, item),
+                Err(GetError::Timeout) => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(queue_empty(py));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of queued items.
+    fn qsize(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    fn empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The string coercion `(py2str_as_py3str, py3str_as_py2str)` for payloads queued from now
+    /// on.
+    #[getter]
+    fn get_strconfig(&self) -> (bool, bool) {
+        self.queue.strconfig().get()
+    }
+
+    #[setter]
+    fn set_strconfig(&self, value: (bool, bool)) {
+        self.queue.strconfig().set(value);
+    }
+}
