@@ -247,6 +247,7 @@ impl<'a> Reader<'a> {
 type Stack<V> = Vec<(V, u32)>;
 
 /// `Vec::pop_if` (Rust 1.86) for the crate's minimum Rust version.
+#[inline]
 fn pop_if<T>(items: &mut Vec<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
     if items.last().is_some_and(f) {
         items.pop()
@@ -297,6 +298,7 @@ fn realize<B: Builder>(
 /// Builds every deferred entry at stack index `from` or above. With `stand_in`, deferred lists
 /// become empty lists: for uses where only their type matters (set elements and dict keys,
 /// which fail for lists anyway).
+#[inline]
 fn realize_from<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
@@ -330,6 +332,7 @@ fn collection_start(stack_len: usize, n: i32) -> usize {
 }
 
 /// `SETITEM`: pops value and key, assigns into the entry below.
+#[inline]
 fn set_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
