@@ -184,6 +184,11 @@ def _ratio(entry: dict[str, Any]) -> str:
     return f"{ratio:.2f}x ({arrow})" if entry.get("baseline") else f"**{ratio:.2f}x**"
 
 
+def _cpu_ratio(entry: dict[str, Any]) -> str:
+    ratio = entry.get("cpu_ratio")
+    return "–" if ratio is None else f"{ratio:.2f}x"
+
+
 def _side_label(side: dict[str, Any]) -> str:
     version = side.get("execnet_version") or side.get("execnet_error") or side.get("error")
     python = str(side.get("python"))
@@ -196,15 +201,16 @@ def _side_label(side: dict[str, Any]) -> str:
 def _table(report: dict[str, Any], names: list[str]) -> list[str]:
     results = report["results"]
     lines = [
-        "| workload | unit | upstream median (min–max) | ours median (min–max) | ours/upstream |",
-        "|---|---|---|---|---|",
+        "| workload | unit | upstream median (min–max) | ours median (min–max) | ours/upstream "
+        "| CPU time ours/upstream |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
         e = results[name]
         better = "↓" if e["better"] == "lower" else "↑"
         lines.append(
             f"| `{name}`: {e['description']} | {e['unit']} {better} | {_cell(e['upstream'])} | "
-            f"{_cell(e['ours'])} | {_ratio(e)} |"
+            f"{_cell(e['ours'])} | {_ratio(e)} | {_cpu_ratio(e)} |"
         )
     return lines
 
@@ -216,6 +222,13 @@ def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
         value = "–" if t["value"] is None else f"{t['value']:.3g}"
         lines.append(f"| {t['label']} | {value} | {t['op']} {t['threshold']:g} | {met} |")
     return lines
+
+
+def _busy(report: dict[str, Any]) -> float:
+    """The highest 1-minute load average of the run if it exceeded 3/4 of the CPUs, else 0."""
+    load = report.get("loadavg") or {}
+    busiest = max(load.get("before", [0.0])[0], load.get("after", [0.0])[0])
+    return busiest if busiest > 0.75 * report["machine"]["nproc"] else 0.0
 
 
 def header(report: dict[str, Any]) -> list[str]:
@@ -238,6 +251,12 @@ def header(report: dict[str, Any]) -> list[str]:
         lines.append(f"* load average before: {before}; after: {after}")
     for warning in report.get("warnings", ()):
         lines.append(f"* **warning:** {warning}")
+    busiest = _busy(report)
+    if busiest:
+        lines.append(
+            f"* **warning:** the machine was busy (load average up to {busiest:.1f} on "
+            f"{m['nproc']} CPUs): other processes shared the CPUs, so these numbers are noisy"
+        )
     return lines
 
 
@@ -250,7 +269,9 @@ def gateway_section(report: dict[str, Any], level: str = "##") -> list[str]:
     lines += [
         "Each row is one workload, run in a fresh process per measurement, the sides taking "
         "turns; ↓ marks times (lower is better), ↑ rates. Baselines use no execnet and show "
-        "what the machine allows.",
+        "what the machine allows. The last column compares the CPU time (user + system) of "
+        "each measurement's whole process tree, start-up included, which a busy machine "
+        "disturbs less than wall time.",
         "",
     ]
     lines += _table(report, names)
@@ -269,7 +290,8 @@ def xdist_section(report: dict[str, Any], level: str = "##") -> list[str]:
         f"{level} pytest-xdist",
         "",
         "Wall time of `python -m pytest -q -p no:cacheprovider SUITE` plus the mode's flags, for "
-        "generated suites; each side's environment holds pytest 8.4.2 and pytest-xdist 3.8.0.",
+        "generated suites; each side's environment holds pytest 8.4.2 and pytest-xdist 3.8.0. "
+        "The last column compares the CPU time of the whole pytest process tree.",
         "",
     ]
     lines += _table(report, names)
@@ -289,6 +311,24 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, data)]
 
 
+def _embed(text: str) -> list[str]:
+    """Another script's markdown, its headings moved below ours and tables set apart."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            line = "#### " + line.lstrip("#").strip()
+        starts_table = line.startswith("|") and not (out and out[-1].startswith("|"))
+        ends_table = not line.startswith("|") and out and out[-1].startswith("|")
+        if out and (starts_table or ends_table or line.startswith("#")):
+            out.append("")
+        out.append(line)
+        if line.startswith("#"):
+            out.append("")
+    return out
+
+
 def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
     external = report.get("external") or {}
     if not external:
@@ -304,7 +344,7 @@ def external_section(report: dict[str, Any], level: str = "##") -> list[str]:
             lines += ["```", entry["error"][:2000], "```", ""]
             continue
         # The scripts print their own markdown tables; that is their report.
-        table = [ln for ln in entry.get("stdout", "").splitlines() if ln.strip()]
+        table = _embed(entry.get("stdout", ""))
         ratios = [(k, v) for k, v in _flatten(entry["result"]) if "ratio" in k.lower()]
         if table:
             lines += table
@@ -383,6 +423,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     title = f"execnet-rs vs execnet 2.1.2, {report['started']}"
     if report.get("quick"):
         title += " (--quick)"
+    if _busy(report):
+        title += " — busy machine: noisy"
     ax.set_title(title, fontsize=10)
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}x", va="center", fontsize=8)

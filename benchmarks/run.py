@@ -25,6 +25,7 @@ import fnmatch
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -72,6 +73,8 @@ class Workload:
 
 @dataclass
 class Sample:
+    """One measurement: its value (None when it failed or was incorrect) and what was seen."""
+
     value: float | None
     correct: bool
     seconds: float
@@ -259,6 +262,8 @@ class Finished:
     seconds: float
     # Processes of its session still running after it exited (a gateway outliving its master).
     leftovers: bool = False
+    # User + system CPU time of the process and every descendant it waited for.
+    cpu_seconds: float = 0.0
 
 
 def _kill_group(pid: int) -> bool:
@@ -277,6 +282,7 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
     runner waiting. On timeout (or Ctrl-C) the whole process group, gateways included, is killed.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             argv,
@@ -296,6 +302,8 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
             proc.wait()
             raise
         elapsed = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
         leftovers = _kill_group(proc.pid)
         proc.wait()
         out.seek(0)
@@ -304,7 +312,7 @@ def run_process(argv: list[str], timeout: float, cwd: Path) -> Finished:
     if code == -9:
         stderr = f"timed out after {timeout:.0f} s\n{stderr}"
         leftovers = False
-    return Finished(code, stdout, stderr, elapsed, leftovers)
+    return Finished(code, stdout, stderr, elapsed, leftovers, cpu)
 
 
 def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sample:
@@ -318,7 +326,11 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
         correct = done.returncode == workload.expect_returncode and (
             workload.expect_summary is None or workload.expect_summary in last
         )
-        detail: dict[str, Any] = {"summary": last, "leftovers": done.leftovers}
+        detail: dict[str, Any] = {
+            "summary": last,
+            "leftovers": done.leftovers,
+            "cpu_s": done.cpu_seconds,
+        }
         error = None
         if not correct:
             error = (
@@ -338,6 +350,7 @@ def measure(workload: Workload, python: str, cwd: Path, timeout: float) -> Sampl
         error = f"unreadable output ({exc}): {done.stdout[-500:]!r}"
         return Sample(None, False, done.seconds, {}, error)
     detail["leftovers"] = done.leftovers
+    detail["cpu_s"] = done.cpu_seconds
     if not data.get("correct"):
         detail["value_when_incorrect"] = value
         return Sample(None, False, done.seconds, detail, "incorrect result")
@@ -356,6 +369,9 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     }
     if values:
         summary.update(median=statistics.median(values), min=min(values), max=max(values))
+        cpu = [s.detail["cpu_s"] for s in samples if s.value is not None and "cpu_s" in s.detail]
+        if cpu:
+            summary["cpu_median_s"] = statistics.median(cpu)
     return summary
 
 
@@ -388,13 +404,16 @@ def machine() -> dict[str, Any]:
 
 
 class Runner:
+    """Runs the selected workloads on both sides and collects their summaries in ``results``."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.quick: bool = args.quick
-        self.timeout: float = args.timeout or (120.0 if self.quick else 600.0)
+        self.timeout: float = args.timeout or (120.0 if self.quick else 300.0)
         self.results: dict[str, Any] = {}
         self.count = 0
         self.total = 0
+        self.started = time.monotonic()
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -448,7 +467,8 @@ class Runner:
                 shown = "-" if sample.value is None else _report.fmt(sample.value)
                 error = f"  ERROR {sample.error.splitlines()[0]}" if sample.error else ""
                 self.log(
-                    f"[{self.count}/{self.total}] {workload.name} {side} {rep + 1}/{n}: "
+                    f"[{self.count}/{self.total} +{time.monotonic() - self.started:.0f}s] "
+                    f"{workload.name} {side} {rep + 1}/{n}: "
                     f"{shown} {workload.unit} ({sample.seconds:.1f} s){error}"
                 )
                 if sample.error:
@@ -470,6 +490,8 @@ class Runner:
             entry[side] = summarize(samples[side])
         up, ours = entry["upstream"].get("median"), entry["ours"].get("median")
         entry["ratio"] = ours / up if up and ours is not None else None
+        up_cpu, ours_cpu = (entry[side].get("cpu_median_s") for side in SIDES)
+        entry["cpu_ratio"] = ours_cpu / up_cpu if up_cpu and ours_cpu is not None else None
         self.results[workload.name] = entry
 
     def run_xdist(self, workloads: list[Workload], pythons: dict[str, str], root: Path) -> None:
@@ -555,7 +577,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--repeat", type=int, help="repetitions per side (default: per workload)")
-    p.add_argument("--timeout", type=float, help="seconds per measurement (default 600, quick 120)")
+    p.add_argument("--timeout", type=float, help="seconds per measurement (default 300, quick 120)")
     p.add_argument("--ours-python", help="interpreter with this package (default .side/bench-ours)")
     p.add_argument(
         "--upstream-python", help="interpreter with execnet 2.1.2 (default .side/bench-upstream)"

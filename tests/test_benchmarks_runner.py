@@ -332,12 +332,13 @@ def test_cli_alternates_sides_and_survives_a_broken_side(tmp_path: Path) -> None
     assert set(report["results"]) == {"bare_start", "pipe_pingpong", "pipe_throughput"}
     for entry in report["results"].values():
         assert entry["upstream"]["correct"] and len(entry["upstream"]["samples"]) == 2
+        assert entry["upstream"]["cpu_median_s"] > 0
         # The broken side fails once per workload and is then skipped.
         assert entry["ours"]["samples"] == [] and len(entry["ours"]["errors"]) == 1
         assert "exit 7" in entry["ours"]["errors"][0]
         assert entry["ratio"] is None
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
-    sides = [ln.split()[2] for ln in lines if ln.split()[1] == "bare_start"]
+    sides = [ln.split()[3] for ln in lines if ln.split()[2] == "bare_start"]
     assert sides == ["upstream", "ours", "upstream"]
     assert "| `pipe_pingpong`" in (tmp_path / "r.md").read_text()
     assert "3 measurement(s) failed or were incorrect" in proc.stderr
@@ -380,3 +381,18 @@ def test_cli_runs_gateway_workloads_on_both_sides(tmp_path: Path) -> None:
         for side in ("upstream", "ours"):
             assert entry[side]["correct"], (name, side, entry[side]["errors"])
         assert entry["ratio"] is not None
+
+
+def test_embedded_markdown_is_demoted_and_tables_set_apart() -> None:
+    text = "## Serializer\nintro line\n| a | b |\n|---|---|\n| 1 | 2 |\ncorrect: True\n"
+    assert _report._embed(text) == [
+        "#### Serializer",
+        "",
+        "intro line",
+        "",
+        "| a | b |",
+        "|---|---|",
+        "| 1 | 2 |",
+        "",
+        "correct: True",
+    ]
