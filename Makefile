@@ -68,6 +68,10 @@ conformance: dev ## Run execnet's and pytest-xdist's own suites against this pac
 conformance-upstream: dev ## The same suites against upstream execnet 2.1.2 (the baseline)
 	$(PY) tests/conformance/run.py --against-upstream
 
+.PHONY: bench
+bench: install ## Benchmarks side by side with upstream execnet 2.1.2 (~10 min; BENCH_ARGS=--quick)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
 .PHONY: lint
 lint: lint-rustfmt lint-clippy lint-clippy-engine lint-ruff lint-ruff-format lint-mypy lint-stubtest ## All quality gates
 

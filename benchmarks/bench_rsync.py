@@ -13,7 +13,7 @@ implementations; the median of the rounds is reported with ratios against upstre
 Upstream execnet 2.1.2 is installed on first use into ``.side/upstream-2.1.2`` of the repository.
 Needs the ``rsync`` command (Debian package ``rsync``).
 
-    python benchmarks/bench_rsync.py [--rounds 5] [--big] [--json out.json]
+    python benchmarks/bench_rsync.py [--rounds 5] [--big] [--json out.json] [--fast]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def ensure_upstream() -> None:
         )
 
 
-def run(rounds: int, big: bool, base: Path) -> dict[str, Any]:
+def run(rounds: int, big: bool, base: Path, fast: bool = False) -> dict[str, Any]:
     ensure_upstream()
     if shutil.which("rsync") is None:
         sys.exit("the rsync command is needed: apt-get install rsync")
@@ -158,7 +158,10 @@ def run(rounds: int, big: bool, base: Path) -> dict[str, Any]:
     correct: dict[str, bool] = {}
     try:
         src = base / "src"
-        size = make_tree(src, dirs=20, per_dir=100, small=5_000, big=20, big_size=2_000_000)
+        if fast:  # smoke run: the same code paths on a small tree
+            size = make_tree(src, dirs=10, per_dir=10, small=500, big=2, big_size=100_000)
+        else:
+            size = make_tree(src, dirs=20, per_dir=100, small=5_000, big=20, big_size=2_000_000)
         nfiles = sum(len(f) for _, _, f in os.walk(src))
         for r in range(rounds):
             order = impls if r % 2 == 0 else impls[::-1]
@@ -224,10 +227,15 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also the 100,000-file no-op")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm"), help="tmpfs to work in")
+    parser.add_argument(
+        "--fast", action="store_true", help="smoke run: one round on a 102-file tree"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-rsync-", dir=args.dir) as tmp:
-        data = run(args.rounds, args.big, Path(tmp))
+        data = run(1 if args.fast else args.rounds, args.big, Path(tmp), fast=args.fast)
     print(report(data))
+    if not all(data["correct"].values()):
+        sys.exit(f"a target differs from the source: {data['correct']}")
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
 

@@ -40,7 +40,6 @@ def test_all_is_upstreams_list() -> None:
 
 
 def test_every_exported_name_exists() -> None:
-    pytest.importorskip("execnet.rsync")
     for name in execnet.__all__:
         assert hasattr(execnet, name), name
 
@@ -104,7 +103,6 @@ def test_submodules_are_attributes_after_plain_import() -> None:
 
 
 def test_star_import_gives_all_names() -> None:
-    pytest.importorskip("execnet.rsync")
     namespace: dict[str, object] = {}
     exec("from execnet import *", namespace)
     assert set(UPSTREAM_ALL) <= set(namespace)

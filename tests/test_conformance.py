@@ -6,7 +6,7 @@ then run both suites, failing on any failure not listed in ``tests/conformance/e
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -59,9 +59,10 @@ def _pytest_run(tmp_path: Path, source: str | None) -> conformance.Launch:
     args = [sys.executable, "-m", "pytest", "testing", "-p", "no:cacheprovider", "-q",
             f"--junitxml={junit}"]  # fmt: skip
     launch = conformance.Launch("sample", args, root, logfile, junit)
-    with logfile.open("wb") as out:
-        launch.proc = subprocess.Popen(args, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-        launch.proc.wait(timeout=60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    conformance.run_launches([launch], env, concurrent=False)
+    assert launch.finished > launch.started
+    assert launch.cpu > 0
     return launch
 
 
@@ -127,7 +128,7 @@ def test_expected_list_is_valid() -> None:
 
 @pytest.mark.conformance
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_upstream_suites(record_property: Callable[[str, object], None]) -> None:
     missing = [name for name in UPSTREAM_ALL if not hasattr(execnet, name)]
     if missing:

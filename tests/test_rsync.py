@@ -917,3 +917,24 @@ def tempfile_dir(base: Path) -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="execnet-walk-", dir=base)
+
+
+@pytest.mark.upstream
+@pytest.mark.slow
+def test_benchmark_smoke() -> None:
+    """benchmarks/bench_rsync.py --fast runs all three implementations and checks the copies."""
+    import shutil
+    import subprocess
+
+    if shutil.which("rsync") is None or not upstream_available():
+        pytest.skip("needs the rsync command and upstream execnet 2.1.2")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_rsync.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert "'ours': True, 'upstream': True, 'rsync': True" in out
+    assert "| noop |" in out

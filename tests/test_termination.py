@@ -29,17 +29,17 @@ def group() -> Iterator[Group]:
 
 def process_gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (missing, or a zombie nobody reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    except OSError:
+    if not os.path.isdir("/proc"):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
         return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
     return state in ("Z", "X")
 
 

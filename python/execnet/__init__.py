@@ -21,7 +21,13 @@ Exceptions::
         +-- TimeoutError     receive()/waitclose() timed out
 """
 
-from . import gateway_base, gateway_bootstrap, gateway_io, xspec  # noqa: F401
+from . import (  # noqa: F401
+    gateway_base,
+    gateway_bootstrap,
+    gateway_io,
+    rsync_remote,
+    xspec,
+)
 from ._version import __version__
 from .gateway import Gateway
 from .gateway_base import (
@@ -38,15 +44,8 @@ from .gateway_base import (
 )
 from .gateway_bootstrap import HostNotFound
 from .multi import Group, MultiChannel, default_group, makegateway, set_execmodel
+from .rsync import RSync
 from .xspec import XSpec
-
-try:
-    from .rsync import RSync
-except ModuleNotFoundError as exc:  # the rsync modules ship separately during development
-    if exc.name != __name__ + ".rsync":
-        raise
-else:
-    from . import rsync_remote  # type: ignore[attr-defined] # noqa: F401
 
 __all__ = [
     "Channel",

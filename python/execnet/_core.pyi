@@ -137,9 +137,10 @@ class Mux:
     ) -> None:
         """Start the reader thread (named `execnet-mux-reader`).
 
-        A CHANNEL_DATA frame for a routed channel whose payload decodes without Python help (no
-        channel references) goes straight into that channel's queue; every other frame is passed
-        to `dispatch(code, channelid, payload)` in the reader thread, in wire order. The reader
+        A CHANNEL_DATA frame for a routed channel whose payload is under 256 KiB and decodes
+        without Python help (no channel references) goes straight into that channel's queue;
+        every other frame is passed to `dispatch(code, channelid, payload)` in the reader thread,
+        in wire order (frames already buffered are dispatched in one go, holding the GIL once). The reader
         ends, calling `on_exit(exc_or_None)` exactly once, on: end of stream (`EOFError`
         "couldn't load message header, expected 9 bytes, got N" or "expected N bytes, got M"),
         a malformed header (`ValueError`), a read error (`OSError`), an exception raised by
@@ -159,6 +160,10 @@ class Mux:
         A reader never started counts as finished. The GIL is released while waiting; signal
         handlers run at least every 50 ms. `RuntimeError` when called from the reader thread.
         """
+    def stats(self) -> dict[str, int]:
+        """Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
+        (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
+        `bytes_sent`."""
     def is_alive(self) -> bool:
         """Whether the reader thread is running."""
     def close_read(self) -> None:

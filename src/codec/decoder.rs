@@ -68,6 +68,16 @@ pub trait Builder {
     fn dict(&mut self) -> Result<Self::Value, Self::Error>;
     /// A list of `len` `None`s.
     fn list(&mut self, len: usize, offset: usize) -> Result<Self::Value, Self::Error>;
+    /// A list of exactly `items`. The default fills [`Builder::list`] by index.
+    fn list_from(&mut self, items: Vec<Self::Value>) -> Result<Self::Value, Self::Error> {
+        let mut list = self.list(items.len(), 0)?;
+        for (index, value) in items.into_iter().enumerate() {
+            let index =
+                i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset: 0 })?;
+            self.set_index(&mut list, index, value, 0)?;
+        }
+        Ok(list)
+    }
     /// A tuple of `items`.
     fn tuple<I>(&mut self, items: I) -> Result<Self::Value, Self::Error>
     where
@@ -142,13 +152,44 @@ enum Deferred<V> {
     /// An `INT` pushed onto a list: almost always the index of the next `SETITEM`, which then
     /// needs no int object.
     Int(i32),
-    /// A list declared longer than the remaining input: its entries are kept sparse until it
-    /// is used.
+    /// A list (`NEWLIST`): its entries are collected and the list is built when it is used,
+    /// from exactly its items when they came in order (the encoder's way), without allocating
+    /// for a declared length the input does not fill.
     List {
         len: usize,
-        entries: BTreeMap<usize, V>,
+        entries: Entries<V>,
+        /// Declared longer than the rest of the input at the time: cannot have been filled.
+        unfillable: bool,
         offset: usize,
     },
+}
+
+/// The entries assigned to a deferred list so far.
+enum Entries<V> {
+    /// Indices 0, 1, 2, ... so far.
+    Dense(Vec<V>),
+    /// Any indices.
+    Sparse(BTreeMap<usize, V>),
+}
+
+impl<V> Entries<V> {
+    fn set(&mut self, index: usize, value: V) {
+        match self {
+            Self::Dense(items) if index == items.len() => items.push(value),
+            Self::Dense(items) => match items.get_mut(index) {
+                Some(slot) => *slot = value,
+                None => {
+                    let mut sparse: BTreeMap<usize, V> =
+                        std::mem::take(items).into_iter().enumerate().collect();
+                    sparse.insert(index, value);
+                    *self = Self::Sparse(sparse);
+                }
+            },
+            Self::Sparse(map) => {
+                map.insert(index, value);
+            }
+        }
+    }
 }
 
 struct Pending<V> {
@@ -206,6 +247,7 @@ impl<'a> Reader<'a> {
 type Stack<V> = Vec<(V, u32)>;
 
 /// `Vec::pop_if` (Rust 1.86) for the crate's minimum Rust version.
+#[inline]
 fn pop_if<T>(items: &mut Vec<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
     if items.last().is_some_and(f) {
         items.pop()
@@ -225,19 +267,27 @@ fn realize<B: Builder>(
         Deferred::List {
             len,
             entries,
+            unfillable,
             offset,
-        } => {
-            if len > MAX_UNFILLED_LIST_LEN {
-                return Err(DecodeError::OutOfMemory { offset }.into());
+        } => match entries {
+            Entries::Dense(items) if items.len() == len => builder.list_from(items)?,
+            entries => {
+                if unfillable && len > MAX_UNFILLED_LIST_LEN {
+                    return Err(DecodeError::OutOfMemory { offset }.into());
+                }
+                let mut list = builder.list(len, offset)?;
+                let entries: Box<dyn Iterator<Item = (usize, B::Value)>> = match entries {
+                    Entries::Dense(items) => Box::new(items.into_iter().enumerate()),
+                    Entries::Sparse(map) => Box::new(map.into_iter()),
+                };
+                for (index, value) in entries {
+                    let index =
+                        i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset })?;
+                    builder.set_index(&mut list, index, value, offset)?;
+                }
+                list
             }
-            let mut list = builder.list(len, offset)?;
-            for (index, value) in entries {
-                let index =
-                    i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset })?;
-                builder.set_index(&mut list, index, value, offset)?;
-            }
-            list
-        }
+        },
     };
     if let Some(entry) = stack.get_mut(pending.slot) {
         entry.0 = value;
@@ -248,6 +298,7 @@ fn realize<B: Builder>(
 /// Builds every deferred entry at stack index `from` or above. With `stand_in`, deferred lists
 /// become empty lists: for uses where only their type matters (set elements and dict keys,
 /// which fail for lists anyway).
+#[inline]
 fn realize_from<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
@@ -281,6 +332,7 @@ fn collection_start(stack_len: usize, n: i32) -> usize {
 }
 
 /// `SETITEM`: pops value and key, assigns into the entry below.
+#[inline]
 fn set_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
@@ -304,7 +356,7 @@ fn set_item<B: Builder>(
         Some(Deferred::Int(index)) => {
             if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
                 if let Deferred::List { len, entries, .. } = &mut p.what {
-                    entries.insert(normalize_index(index.into(), *len, offset)?, value);
+                    entries.set(normalize_index(index.into(), *len, offset)?, value);
                     return Ok(());
                 }
                 realize_from(builder, stack, pendings, target_slot, false)?;
@@ -322,7 +374,7 @@ fn set_item<B: Builder>(
     if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
         if let Deferred::List { len, entries, .. } = &mut p.what {
             if let Some(index) = builder.list_index(&key, *len, offset)? {
-                entries.insert(index, value);
+                entries.set(index, value);
                 return Ok(());
             }
         }
@@ -430,19 +482,20 @@ pub fn decode<B: Builder>(
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
                 meta |= LIST_FLAG;
-                if len > r.remaining() {
-                    pendings.push(Pending {
-                        slot: stack.len(),
-                        what: Deferred::List {
-                            len,
-                            entries: BTreeMap::new(),
-                            offset,
-                        },
-                    });
-                    builder.none()?
-                } else {
-                    builder.list(len, offset)?
-                }
+                let unfillable = len > r.remaining();
+                // Filled lists take at least one byte per item: the capacity is bounded by the
+                // input.
+                let capacity = if unfillable { 0 } else { len };
+                pendings.push(Pending {
+                    slot: stack.len(),
+                    what: Deferred::List {
+                        len,
+                        entries: Entries::Dense(Vec::with_capacity(capacity)),
+                        unfillable,
+                        offset,
+                    },
+                });
+                builder.none()?
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
                 let n = r.int4(offset, opcode)?;

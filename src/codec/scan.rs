@@ -121,6 +121,9 @@ impl Builder for Scanner {
     fn list(&mut self, len: usize, _: usize) -> Result<Kind, DecodeError> {
         Ok(Kind::List(len))
     }
+    fn list_from(&mut self, items: Vec<Kind>) -> Result<Kind, DecodeError> {
+        Ok(Kind::List(items.len()))
+    }
     fn tuple<I: ExactSizeIterator<Item = Kind>>(&mut self, items: I) -> Result<Kind, DecodeError> {
         let mut first = None;
         for item in items {

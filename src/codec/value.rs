@@ -178,6 +178,9 @@ impl Builder for ValueBuilder {
         items.resize(len, Value::None);
         Ok(Value::List(items))
     }
+    fn list_from(&mut self, items: Vec<Value>) -> Result<Value, DecodeError> {
+        Ok(Value::List(items))
+    }
     fn tuple<I: ExactSizeIterator<Item = Value>>(
         &mut self,
         items: I,

@@ -11,12 +11,13 @@ pub mod queue;
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::codec;
-use crate::frame::{Frame, FrameError, FrameReader, CHANNEL_DATA};
+use crate::frame::{Frame, FrameError, FrameReader, CHANNEL_DATA, HEADER_LEN};
 pub use queue::{GetError, Item, Queue, SharedStrConfig, StrConfig};
 
 /// Payloads of this size or more are dispatched rather than queued raw: decoding them in the
@@ -41,15 +42,30 @@ pub enum Routed {
     Dispatch(Frame),
 }
 
+/// Counters of what the router saw, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Frames routed or dispatched.
+    pub frames: AtomicU64,
+    /// Their bytes, headers included.
+    pub bytes: AtomicU64,
+    /// Frames queued directly.
+    pub queued: AtomicU64,
+    /// Frames handed back for dispatch.
+    pub dispatched: AtomicU64,
+}
+
 /// The table `channel id -> route`.
 pub struct Router<T> {
     routes: Mutex<HashMap<i32, Route<T>>>,
+    stats: RouterStats,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
         Router {
             routes: Mutex::new(HashMap::new()),
+            stats: RouterStats::default(),
         }
     }
 }
@@ -85,10 +101,28 @@ impl<T> Router<T> {
         drop(old);
     }
 
+    /// The counters.
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
     /// Queues `frame` if it is plain data, smaller than [`MAX_ROUTED_PAYLOAD`], for a routed
     /// channel, and its payload decodes without Python help; hands it back for dispatch
     /// otherwise.
     pub fn route(&self, frame: Frame) -> Routed {
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        let size = (HEADER_LEN + frame.payload.len()) as u64;
+        self.stats.bytes.fetch_add(size, Ordering::Relaxed);
+        let routed = self.route_counted(frame);
+        let counter = match routed {
+            Routed::Queued => &self.stats.queued,
+            Routed::Dispatch(_) => &self.stats.dispatched,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        routed
+    }
+
+    fn route_counted(&self, frame: Frame) -> Routed {
         if frame.code != CHANNEL_DATA
             || frame.payload.len() >= MAX_ROUTED_PAYLOAD
             || !self.is_routed(frame.channel)

@@ -302,8 +302,24 @@ struct StringCache<'py> {
     slots: Vec<CacheSlot<'py>>,
 }
 
-/// The string's bytes (zero-padded), its length, and the string.
-type CacheSlot<'py> = Option<([u8; CACHED_STRING_LEN], u8, Bound<'py, PyString>)>;
+/// The string's bytes as little-endian words (zero-padded), its length, and the string.
+type CacheSlot<'py> = Option<([u64; 3], usize, Bound<'py, PyString>)>;
+
+/// The first 24 bytes of `bytes` as three little-endian words, zero-padded. Built in registers:
+/// no byte-wise copy to memory read back as words.
+fn words(bytes: &[u8]) -> [u64; 3] {
+    let mut out = [0u64; 3];
+    for (word, chunk) in out.iter_mut().zip(bytes.chunks(8)) {
+        *word = match <[u8; 8]>::try_from(chunk) {
+            Ok(full) => u64::from_le_bytes(full),
+            Err(_) => chunk
+                .iter()
+                .rev()
+                .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+        };
+    }
+    out
+}
 
 impl<'py> StringCache<'py> {
     fn new() -> Self {
@@ -312,38 +328,27 @@ impl<'py> StringCache<'py> {
         }
     }
 
-    fn get(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
-        let bytes = text.as_bytes();
-        let mut key = [0u8; CACHED_STRING_LEN];
-        let len = bytes.len().min(CACHED_STRING_LEN);
-        key[..len].copy_from_slice(&bytes[..len]);
-        let (head, tail) = key.split_at(8);
-        let word = |b: &[u8]| {
-            b.get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        let mixed = (word(head)
-            ^ word(tail).rotate_left(29)
-            ^ word(key.get(16..).unwrap_or_default()).rotate_left(47))
-        .wrapping_add(len as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
+    /// equal ones.
+    fn get(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+        let key = words(bytes);
+        let len = bytes.len();
+        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47))
+            .wrapping_add(len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The slot index is the top bits of the multiplicative hash.
         let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
         let Some(slot) = self.slots.get_mut(index) else {
-            return PyString::new(py, text);
+            return PyString::from_bytes(py, bytes);
         };
         if let Some((cached, cached_len, obj)) = slot {
-            if usize::from(*cached_len) == len && *cached == key {
-                return obj.clone();
+            if *cached_len == len && *cached == key {
+                return Ok(obj.clone());
             }
         }
-        let obj = PyString::new(py, text);
-        // `len` is at most CACHED_STRING_LEN, which fits a u8.
-        #[allow(clippy::cast_possible_truncation)]
-        let stored_len = len as u8;
-        *slot = Some((key, stored_len, obj.clone()));
-        obj
+        let obj = PyString::from_bytes(py, bytes)?;
+        *slot = Some((key, len, obj.clone()));
+        Ok(obj)
     }
 }
 
@@ -406,7 +411,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         // Python's own int() for its exact errors and digit limit.
         self.py
             .get_type::<PyInt>()
-            .call1((PyBytes::new(self.py, literal),))
+            .call1((new_bytes(self.py, literal)?,))
     }
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
         Ok(PyFloat::new(self.py, value).into_any())
@@ -415,26 +420,23 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         Ok(PyComplex::from_doubles(self.py, real, imag).into_any())
     }
     fn bytes(&mut self, data: &[u8]) -> PyResult<Self::Value> {
-        Ok(PyBytes::new(self.py, data).into_any())
+        Ok(new_bytes(self.py, data)?.into_any())
     }
     fn string(&mut self, data: &[u8], _: usize, opcode: u8) -> PyResult<Self::Value> {
         let py = self.py;
         match opcode {
             op::PY2STRING if self.py2str_as_py3str => {
                 let text: String = data.iter().map(|&b| char::from(b)).collect();
-                Ok(PyString::new(py, &text).into_any())
+                Ok(PyString::from_bytes(py, text.as_bytes())?.into_any())
             }
-            op::PY2STRING => Ok(PyBytes::new(py, data).into_any()),
-            op::PY3STRING if self.py3str_as_py2str => Ok(PyBytes::new(py, data).into_any()),
-            _ => match std::str::from_utf8(data) {
-                Ok(text) if self.share_keys && text.len() <= SHARED_VALUE_LEN => {
-                    let cache = self.strings.get_or_insert_with(StringCache::new);
-                    Ok(cache.get(py, text).into_any())
-                }
-                Ok(text) => Ok(PyString::new(py, text).into_any()),
-                // Python's decoder raises the UnicodeDecodeError with its exact reason.
-                Err(_) => PyBytes::new(py, data).call_method1("decode", ("utf-8",)),
-            },
+            op::PY2STRING => Ok(new_bytes(py, data)?.into_any()),
+            op::PY3STRING if self.py3str_as_py2str => Ok(new_bytes(py, data)?.into_any()),
+            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => {
+                let cache = self.strings.get_or_insert_with(StringCache::new);
+                Ok(cache.get(py, data)?.into_any())
+            }
+            // Python's own UTF-8 decoder: its exact UnicodeDecodeError for bad input.
+            _ => Ok(PyString::from_bytes(py, data)?.into_any()),
         }
     }
     fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
@@ -445,11 +447,8 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         {
             return self.string(data, offset, opcode);
         }
-        let Ok(text) = std::str::from_utf8(data) else {
-            return self.string(data, offset, opcode);
-        };
         let cache = self.strings.get_or_insert_with(StringCache::new);
-        Ok(cache.get(self.py, text).into_any())
+        Ok(cache.get(self.py, data)?.into_any())
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -466,6 +465,9 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             return PyList::new(py, [py.None()])?.into_any().mul(len);
         }
         Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
+    }
+    fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, items)?.into_any())
     }
     fn tuple<I: ExactSizeIterator<Item = Self::Value>>(
         &mut self,
@@ -563,6 +565,21 @@ fn decode_with<'py>(
     codec::decode(&mut builder, data, versioned)
 }
 
+/// Data this long and longer is copied into bytes through the constructor that reports
+/// allocation failure as `MemoryError`.
+const LARGE_BYTES: usize = 1 << 16;
+
+/// `bytes(data)`.
+fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if data.len() < LARGE_BYTES {
+        return Ok(PyBytes::new(py, data));
+    }
+    PyBytes::new_with(py, data.len(), |buf| {
+        buf.copy_from_slice(data);
+        Ok(())
+    })
+}
+
 /// The bytes of a bytes-like argument.
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
     if let Ok(b) = data.cast::<PyBytes>() {
@@ -578,7 +595,7 @@ pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'p
     with_scratch(|out| {
         out.push(op::DUMPFORMAT_VERSION);
         encode_internal_into(obj, out)?;
-        Ok(PyBytes::new(py, out))
+        new_bytes(py, out)
     })
 }
 
@@ -590,7 +607,7 @@ pub fn dumps_internal<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     with_scratch(|out| {
         encode_internal_into(obj, out)?;
-        Ok(PyBytes::new(py, out))
+        new_bytes(py, out)
     })
 }
 

@@ -2,6 +2,8 @@
 //! write lock) and `ChannelQueue` (a channel's receive queue).
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use pyo3::exceptions::{PyEOFError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyType};
+use pyo3::types::{PyBytes, PyDict, PyType};
 
 use crate::frame::{encode_frame, Frame, FrameError, MAX_CODE};
 use crate::mux::io::{
@@ -57,6 +59,8 @@ struct Shared {
     finished: Condvar,
     reader_thread: Mutex<Option<ThreadId>>,
     pid: u32,
+    frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
 }
 
 /// Why the reader stopped on the dispatch side.
@@ -198,6 +202,8 @@ impl MuxPy {
                 finished: Condvar::new(),
                 reader_thread: Mutex::new(None),
                 pid: std::process::id(),
+                frames_sent: AtomicU64::new(0),
+                bytes_sent: AtomicU64::new(0),
             }),
         })
     }
@@ -216,22 +222,28 @@ impl MuxPy {
         let writer = &self.shared.writer;
         // Fast path: the lock is free and the descriptor takes the frame right now, so there is
         // no need to give up the GIL (re-taking it can cost a switch interval).
+        let mut sent = false;
         if frame.len() <= FAST_WRITE_LIMIT {
             if let Some(mut token) = writer.try_acquire().map_err(write_error)? {
-                let written = token.write_now(&frame)?;
-                if written == frame.len() {
-                    return Ok(());
+                let n = token.write_now(&frame)?;
+                if n < frame.len() {
+                    py.detach(|| token.write_all(&frame[n..], &mut check_signals))
+                        .map_err(write_error)?;
                 }
-                return py
-                    .detach(|| token.write_all(&frame[written..], &mut check_signals))
-                    .map_err(write_error);
+                sent = true;
             }
         }
-        py.detach(|| {
-            let mut token = writer.acquire(&mut check_signals)?;
-            token.write_all(&frame, &mut check_signals)
-        })
-        .map_err(write_error)
+        if !sent {
+            py.detach(|| {
+                let mut token = writer.acquire(&mut check_signals)?;
+                token.write_all(&frame, &mut check_signals)
+            })
+            .map_err(write_error)?;
+        }
+        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        let size = frame.len() as u64;
+        self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts the reader thread. `dispatch(code, channelid, payload)` gets every frame that is
@@ -252,11 +264,19 @@ impl MuxPy {
         let spawned = std::thread::Builder::new()
             .name("execnet-mux-reader".into())
             .spawn(move || {
-                let mut reader = crate::frame::FrameReader::new(side);
-                let exit = run_reader(&mut reader, &shared.router, |frame, burst| {
-                    shared.dispatch(frame, burst)
+                // A bug must still end the reader properly (on_exit, finished state): a
+                // reader that vanished silently would leave join() waiting forever.
+                let exit = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut reader = crate::frame::FrameReader::new(side);
+                    run_reader(&mut reader, &shared.router, |frame, burst| {
+                        shared.dispatch(frame, burst)
+                    })
+                }))
+                .unwrap_or_else(|_| {
+                    ReaderExit::Stopped(Stop::Raised(PyRuntimeError::new_err(
+                        "internal error in the execnet reader thread",
+                    )))
                 });
-                drop(reader);
                 shared.finish(exit);
             });
         match spawned {
@@ -320,6 +340,25 @@ impl MuxPy {
                 return Ok(false);
             }
         }
+    }
+
+    /// Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
+    /// (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
+    /// `bytes_sent`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let router = self.shared.router.stats();
+        let dict = PyDict::new(py);
+        for (name, counter) in [
+            ("frames_received", &router.frames),
+            ("bytes_received", &router.bytes),
+            ("frames_queued", &router.queued),
+            ("frames_dispatched", &router.dispatched),
+            ("frames_sent", &self.shared.frames_sent),
+            ("bytes_sent", &self.shared.bytes_sent),
+        ] {
+            dict.set_item(name, counter.load(Ordering::Relaxed))?;
+        }
+        Ok(dict)
     }
 
     /// Whether the reader thread is running.

@@ -80,7 +80,7 @@ EXECNET_TEST_TIMEOUT = 20
 #: Per-test timeout of the xdist suite (it sets none); only turns a hang into a failure.
 XDIST_TEST_TIMEOUT = 300
 #: Wall-clock limit of one suite run.
-SUITE_TIMEOUT = 900
+SUITE_TIMEOUT = 1500
 
 OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed", "errors")
 SUMMARY_RE = re.compile(
@@ -158,6 +158,7 @@ class SuiteResult:
     duration: float
     log: Path
     junit: Path
+    cpu: float
     #: Totals from pytest's final summary line.
     counts: dict[str, int] = field(default_factory=dict)
     #: node id -> passed / failed / error / skipped / xfailed (junit cannot tell xpassed from passed).
@@ -182,6 +183,7 @@ class SuiteResult:
         return {
             "returncode": self.returncode,
             "duration": round(self.duration, 1),
+            "cpu": round(self.cpu, 1),
             "counts": self.counts,
             "unexpected": self.unexpected,
             "expected_failed": self.expected_failed,
@@ -449,6 +451,9 @@ class Launch:
     log: Path
     junit: Path
     started: float = 0.0
+    finished: float = 0.0
+    #: user + system CPU seconds of the suite and everything it waited for (load-independent).
+    cpu: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
 
 
@@ -490,17 +495,26 @@ def run_launches(launches: list[Launch], env: dict[str, str], concurrent: bool) 
             )  # fmt: skip
 
     def wait(launch: Launch) -> None:
-        assert launch.proc is not None
-        remaining = SUITE_TIMEOUT - (time.monotonic() - launch.started)
-        try:
-            launch.proc.wait(timeout=max(remaining, 1))
-        except subprocess.TimeoutExpired:
-            log(f"{launch.name}: no result after {SUITE_TIMEOUT}s, stopping it")
-            stop_group(launch.proc)
-        else:
-            stop_group(launch.proc)  # leftovers of the suite in its process group
+        proc = launch.proc
+        assert proc is not None
+        deadline = launch.started + SUITE_TIMEOUT
+        while True:
+            # wait4 rather than Popen.wait: it also reports the CPU time of the suite's tree.
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                launch.cpu = usage.ru_utime + usage.ru_stime
+                break
+            if time.monotonic() > deadline:
+                log(f"{launch.name}: no result after {SUITE_TIMEOUT}s, stopping it")
+                stop_group(proc)
+                break
+            time.sleep(0.2)
+        launch.finished = time.monotonic()
+        stop_group(proc)  # leftovers of the suite in its process group
         log(
-            f"{launch.name}: exit {launch.proc.returncode} after {time.monotonic() - launch.started:.1f}s"
+            f"{launch.name}: exit {proc.returncode} after {launch.finished - launch.started:.1f}s"
+            f" ({launch.cpu:.1f}s CPU)"
         )
 
     try:
@@ -523,7 +537,7 @@ def collect(launch: Launch, expectations: list[Expectation]) -> SuiteResult:
     assert launch.proc is not None
     rc = launch.proc.returncode
     result = SuiteResult(
-        launch.name, rc, time.monotonic() - launch.started, launch.log, launch.junit
+        launch.name, rc, launch.finished - launch.started, launch.log, launch.junit, launch.cpu
     )
     text = launch.log.read_text(errors="replace")
     counts = parse_summary(text)
