@@ -61,17 +61,20 @@ def test_popen_gateway_uses_mux_on_both_sides(gw: Gateway) -> None:
     assert gw.hasreceiver()
     ch = gw.remote_exec(
         "import execnet._core as c\n"
-        "gw = channel.gateway\n"
-        "channel.send((type(gw._mux).__name__, isinstance(channel._items, c.ChannelQueue)))"
+        "mux = channel.gateway._mux\n"
+        "channel.send((type(mux).__name__, isinstance(channel._items, c.ChannelQueue)))\n"
+        "channel.send(mux.stats()['frames_sent'])\n"
     )
     assert isinstance(ch._items, gb._core.ChannelQueue)
     assert ch.receive(TIMEOUT) == ("Mux", True)
+    assert ch.receive(TIMEOUT) >= 1  # the worker's frames went out through its Mux
     ch.waitclose(TIMEOUT)
 
 
 @native
 def test_plain_data_is_routed_past_python(gw: Gateway) -> None:
     counter = LocalReceiveCounter(gw)
+    before = gw._mux.stats()
     ch = gw.remote_exec(
         "for i in range(2000):\n"
         "    channel.send((i, 'item', None))\n"
@@ -83,6 +86,9 @@ def test_plain_data_is_routed_past_python(gw: Gateway) -> None:
     ch.waitclose(TIMEOUT)
     # only the item carrying a channel reference needed Python's receive path
     assert counter.calls == [ch.id]
+    after = gw._mux.stats()
+    assert after["frames_queued"] - before["frames_queued"] == 2000
+    assert after["frames_sent"] > before["frames_sent"]
 
 
 @native
