@@ -249,3 +249,25 @@ def test_interleaved_senders_do_not_corrupt_frames(gw: Gateway) -> None:
     ch.send(None)
     assert ch.receive(TIMEOUT) == 4 * 20 * (len(big) + 1)
     ch.waitclose(TIMEOUT)
+
+
+def test_interpreter_exit_while_the_reader_runs_a_callback() -> None:
+    # the reader is still in Python code when the main thread ends: the exit must stay clean
+    code = (
+        "import threading, time\n"
+        "import execnet\n"
+        "gw = execnet.makegateway()\n"
+        "started = threading.Event()\n"
+        "def callback(item):\n"
+        "    started.set()\n"
+        "    t = time.monotonic()\n"
+        "    while time.monotonic() - t < 0.5:\n"
+        "        pass\n"
+        "ch = gw.remote_exec('channel.send(1)')\n"
+        "ch.setcallback(callback)\n"
+        "assert started.wait(10)\n"
+        "gw.exit()\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")

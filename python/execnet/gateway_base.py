@@ -2104,6 +2104,31 @@ NATIVE_IO = os.environ.get("EXECNET_NO_NATIVE_IO", "") in ("", "0")
 _native_queue_type: Any = getattr(_core, "ChannelQueue", None)
 
 
+def _stop_native_readers(timeout: float = 2.0) -> None:
+    """Stop the native readers still running at interpreter exit, waiting up to ``timeout``.
+
+    Runs after the groups' own exit hooks. A reader thread that would need the interpreter once
+    finalization has begun (to report end of stream, say) is ended by the interpreter in a way
+    the native frames cannot survive, so readers are ended while that is still safe.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    gateways = [gw for gw in list(_live_gateways) if getattr(gw, "_mux", None) is not None]
+    for gateway in gateways:
+        try:
+            if gateway._pid == os.getpid():
+                gateway._mux.close_read()
+        except Exception:
+            pass
+    for gateway in gateways:
+        try:
+            if gateway._pid == os.getpid():
+                gateway._mux.join(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            pass
+
+
 def _make_mux(io: Any, execmodel: ExecModel) -> Any:
     """A started-later native multiplexer over ``io``'s descriptors, or None.
 
@@ -2128,6 +2153,13 @@ def _make_mux(io: Any, execmodel: ExecModel) -> Any:
     except AttributeError:
         return None
     return mux
+
+
+if NATIVE_IO and getattr(_core, "Mux", None) is not None:
+    import atexit
+
+    # registered at import, before any Group's hook, so it runs after them (LIFO)
+    atexit.register(_stop_native_readers)
 
 
 def dumps(obj: object) -> bytes:
