@@ -86,7 +86,7 @@ class Gateway(BaseGateway):
 
     def hasreceiver(self) -> bool:
         """Whether the receiver thread is still running."""
-        return self._receivepool.active_count() > 0
+        return self._receiving()
 
     def remote_status(self) -> RemoteStatus:
         """The remote's ``numchannels``, ``numexecuting`` and ``execmodel``."""

@@ -687,9 +687,20 @@ class Popen2IO:
 
     def close_read(self) -> None:
         self.infile.close()
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            mux.close_read()
 
     def close_write(self) -> None:
         self.outfile.close()
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            # the Mux writes through its own duplicate: close it too, so the peer sees EOF
+            mux.close_write()
+
+    def _mux_fds(self) -> tuple[int, int, bool | None]:
+        """``(read_fd, write_fd, is_socket)`` for a native multiplexer."""
+        return self.infile.fileno(), self.outfile.fileno(), None
 
     def wait(self) -> int | None:
         return None
@@ -885,11 +896,41 @@ class Channel:
     def __init__(self, gateway: Any, id: int) -> None:
         self.gateway = gateway
         self.id = id
-        self._items: Any = gateway.execmodel.queue.Queue()
+        strconfig: tuple[bool, bool] = getattr(gateway, "_strconfig", (True, False))
+        self._strconfig_value = strconfig
+        mux = getattr(gateway, "_mux", None)
+        if mux is not None:
+            # plain data for this id now goes straight into the queue, past _local_receive
+            self._items: Any = mux.queue(id, strconfig)
+        else:
+            self._items = gateway.execmodel.queue.Queue()
         self._closed = False
         self._receiveclosed = gateway.execmodel.Event()
         self._remoteerrors: list[RemoteError] = []
-        self._strconfig: tuple[bool, bool] = getattr(gateway, "_strconfig", (True, False))
+
+    @property
+    def _strconfig(self) -> tuple[bool, bool]:
+        """How strings are decoded on this channel (``(py2str_as_py3str, py3str_as_py2str)``)."""
+        return self._strconfig_value
+
+    @_strconfig.setter
+    def _strconfig(self, value: tuple[bool, bool]) -> None:
+        self._strconfig_value = value
+        items = self._items
+        queuetype = _native_queue_type
+        if queuetype is not None and isinstance(items, queuetype):
+            # payloads queued by the reader thread from now on are decoded with it
+            items.strconfig = value
+
+    def _unroute(self) -> None:
+        # Routed data bypasses _receivelock and _local_receive; wherever upstream stops
+        # queueing for this id, routing stops first.
+        mux = getattr(self.gateway, "_mux", None)
+        if mux is not None:
+            try:
+                mux.unroute(self.id)
+            except OSError:
+                pass  # a Mux inherited through fork() routes nothing
 
     def _trace(self, *msg: object) -> None:
         self.gateway._trace(self.id, *msg)
@@ -907,6 +948,7 @@ class Channel:
         with self.gateway._receivelock:
             if self._items is None:
                 raise OSError(f"{self!r} has callback already registered")
+            self._unroute()
             items = self._items
             self._items = None
             empty = self.gateway.execmodel.queue.Empty
@@ -996,6 +1038,7 @@ class Channel:
         self._receiveclosed.set()
         queue = self._items
         if queue is not None:
+            self._unroute()
             queue.put(ENDMARKER)
         # update local state before the peer can react to the close message
         self.gateway._channelfactory._no_longer_opened(self.id)
@@ -1173,6 +1216,12 @@ class ChannelFactory:
     # internal methods, called from the receiver thread
     #
     def _no_longer_opened(self, id: int) -> None:
+        mux = getattr(self.gateway, "_mux", None)
+        if mux is not None:
+            try:
+                mux.unroute(id)
+            except OSError:
+                pass
         try:
             del self._channels[id]
         except KeyError:
@@ -1201,6 +1250,7 @@ class ChannelFactory:
             channel._receiveclosed.set()
             queue = channel._items
             if queue is not None:
+                channel._unroute()
                 queue.put(ENDMARKER)
             self._no_longer_opened(id)
 
@@ -1308,13 +1358,53 @@ class BaseGateway:
         self._deferred_sends: list[Message] = []
         self._receiver_ident: int | None = None
         self._pid = os.getpid()
+        self._dispatch_error: BaseException | None = None
+        #: the native multiplexer doing this gateway's IO, or None (pure-Python IO)
+        self._mux: Any = _make_mux(io, self.execmodel)
         _live_gateways.add(self)
 
     def _trace(self, *msg: object) -> None:
         trace(self.id, *msg)
 
     def _initreceive(self) -> None:
+        mux = self._mux
+        if mux is not None:
+            mux.start(self._mux_dispatch, self._mux_exit)
+            return
         self._receivepool.spawn(self._thread_receiver)
+
+    def _mux_dispatch(self, code: int, channelid: int, data: bytes) -> None:
+        # one turn of _thread_receiver's loop, for the frames the reader did not queue itself
+        if self._receiver_ident is None:
+            self._receiver_ident = self.execmodel.get_ident()
+        msg = Message(code, channelid, data)
+        self._trace("[receiver-thread]", "received", msg)
+        try:
+            with self._receivelock:
+                msg.received(self)
+        except BaseException as exc:
+            self._dispatch_error = exc
+            raise
+
+    def _mux_exit(self, exc: BaseException | None) -> None:
+        # the except clauses of _thread_receiver, for the reason the reader ended
+        if exc is None or isinstance(exc, (KeyboardInterrupt, GatewayReceivedTerminate)):
+            pass
+        elif isinstance(exc, EOFError):
+            self._trace("[receiver-thread]", "EOF without prior gateway termination message")
+            self._error = exc
+        elif isinstance(exc, ValueError) and exc is not self._dispatch_error:
+            # a malformed header
+            error = EOFError(f"couldn't load message, {exc} - wire protocol corruption?")
+            error.__cause__ = exc
+            self._error = error
+        else:
+            self._trace("[receiver-thread]", self._geterrortext(exc))
+            error = EOFError(f"receiver failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._error = error
+        self._dispatch_error = None
+        self._receiver_finished()
 
     def _thread_receiver(self) -> None:
         def log(*msg: object) -> None:
@@ -1397,6 +1487,10 @@ class BaseGateway:
         )
         _fork_keepalive.append(self._io)
         self._io = _ForkedIO(em, message)
+        if self._mux is not None:
+            # the parent's Mux is a dead object here; keep it referenced, never dropped
+            _fork_keepalive.append(self._mux)
+            self._mux = None
         self._error = EOFError(message)
         self._sendlock = em.Lock()
         self._receivelock = em.RLock()
@@ -1424,27 +1518,37 @@ class BaseGateway:
             execpool._shuttingdown = True
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
-        message = Message(msgcode, channelid, data)
+        mux = self._mux
         try:
             with self._sendlock:
                 self._send_depth += 1
                 try:
-                    message.to_io(self._io)
-                    self._write_deferred()
+                    if mux is not None:
+                        mux.send(msgcode, channelid, data)
+                    else:
+                        Message(msgcode, channelid, data).to_io(self._io)
+                    if self._deferred_sends:
+                        self._write_deferred()
                 finally:
                     self._send_depth -= 1
             if self._deferred_sends:
                 self._flush_deferred()
-            self._trace("sent", message)
+            if DEBUG:
+                self._trace("sent", Message(msgcode, channelid, data))
         except (OSError, ValueError) as e:
-            self._trace("failed to send", message, e)
+            self._trace("failed to send", Message(msgcode, channelid, data), e)
             raise OSError("cannot send (already closed?)") from e
 
     def _write_deferred(self) -> None:
         # called with the send lock held
         deferred = self._deferred_sends
+        mux = self._mux
         while deferred:
-            deferred.pop(0).to_io(self._io)
+            message = deferred.pop(0)
+            if mux is not None:
+                mux.send(message.msgcode, message.channelid, message.data)
+            else:
+                message.to_io(self._io)
 
     def _flush_deferred(self) -> None:
         # Never blocks: whoever holds the send lock writes the queue after its own frame and
@@ -1498,7 +1602,18 @@ class BaseGateway:
             self._trace("join() called from receiver thread, not waiting")
             return
         self._trace("waiting for receiver thread to finish")
+        mux = self._mux
+        if mux is not None:
+            mux.join(timeout)
+            return
         self._receivepool.waitall(timeout)
+
+    def _receiving(self) -> bool:
+        """Whether the receiver (thread or native reader) is still running."""
+        mux = self._mux
+        if mux is not None:
+            return mux.is_alive()  # type: ignore[no-any-return]
+        return self._receivepool.active_count() > 0
 
 
 class WorkerGateway(BaseGateway):
@@ -1982,6 +2097,69 @@ def _load_native_codec() -> Any:
 
 #: the native codec module, or None (pure Python); tests may set it to None
 _core: Any = _load_native_codec()
+
+#: EXECNET_NO_NATIVE_IO=1 keeps gateways on the pure-Python IO path (read once, at import)
+NATIVE_IO = os.environ.get("EXECNET_NO_NATIVE_IO", "") in ("", "0")
+
+_native_queue_type: Any = getattr(_core, "ChannelQueue", None)
+
+
+def _stop_native_readers(timeout: float = 2.0) -> None:
+    """Stop the native readers still running at interpreter exit, waiting up to ``timeout``.
+
+    Runs after the groups' own exit hooks. A reader thread that would need the interpreter once
+    finalization has begun (to report end of stream, say) is ended by the interpreter in a way
+    the native frames cannot survive, so readers are ended while that is still safe.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    gateways = [gw for gw in list(_live_gateways) if getattr(gw, "_mux", None) is not None]
+    for gateway in gateways:
+        try:
+            if gateway._pid == os.getpid():
+                gateway._mux.close_read()
+        except Exception:
+            pass
+    for gateway in gateways:
+        try:
+            if gateway._pid == os.getpid():
+                gateway._mux.join(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            pass
+
+
+def _make_mux(io: Any, execmodel: ExecModel) -> Any:
+    """A started-later native multiplexer over ``io``'s descriptors, or None.
+
+    Only for the thread-based exec models (the reader is an OS thread and the queues raise the
+    stdlib ``queue.Empty``) and IO objects that name real descriptors (``_mux_fds``).
+    """
+    core = _core
+    if core is None or not NATIVE_IO or getattr(core, "Mux", None) is None:
+        return None
+    if execmodel.backend not in ("thread", "main_thread_only"):
+        return None
+    fds = getattr(io, "_mux_fds", None)
+    if fds is None:
+        return None
+    try:
+        read_fd, write_fd, is_socket = fds()
+        mux = core.Mux(read_fd, write_fd, is_socket)
+    except (OSError, ValueError, AttributeError):
+        return None
+    try:
+        io._mux = mux
+    except AttributeError:
+        return None
+    return mux
+
+
+if NATIVE_IO and getattr(_core, "Mux", None) is not None:
+    import atexit
+
+    # registered at import, before any Group's hook, so it runs after them (LIFO)
+    atexit.register(_stop_native_readers)
 
 
 def dumps(obj: object) -> bytes:

@@ -128,9 +128,24 @@ class Popen2IOMaster:
 
     def close_read(self) -> None:
         self._stdout.close()
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            mux.close_read()
 
     def close_write(self) -> None:
         self._stdin.close()
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            # the Mux writes through its own duplicate: close it too, so the child sees EOF
+            mux.close_write()
+
+    def _mux_fds(self) -> tuple[int, int, bool | None]:
+        """``(read_fd, write_fd, is_socket)`` for a native multiplexer.
+
+        Nothing is left in ``_stdout``'s buffer at this point: after its one-byte
+        acknowledgement the worker writes only in answer to messages.
+        """
+        return self._stdout.fileno(), self._stdin.fileno(), False
 
     def wait(self) -> int | None:
         """Wait for the child to exit; its return code, or None if it cannot be waited for."""

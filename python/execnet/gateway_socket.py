@@ -55,12 +55,23 @@ class SocketIO:
             self.sock.shutdown(0)
         except OSError:
             pass
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            mux.close_read()
 
     def close_write(self) -> None:
         try:
             self.sock.shutdown(1)
         except OSError:
             pass
+        mux = getattr(self, "_mux", None)
+        if mux is not None:
+            mux.close_write()
+
+    def _mux_fds(self) -> tuple[int, int, bool | None]:
+        """``(read_fd, write_fd, is_socket)`` for a native multiplexer."""
+        fd = self.sock.fileno()
+        return fd, fd, True
 
     def wait(self) -> None:
         pass
