@@ -26,11 +26,17 @@ import abc
 import os
 import struct
 import sys
-import traceback
 import weakref
-from collections.abc import Callable, Iterator
 from io import BytesIO
-from typing import Any, Protocol
+
+# Every popen worker imports this module while its master waits: ``typing``, ``collections.abc``
+# and ``traceback`` would cost more than the module itself, so they are for type checkers only
+# or imported where needed (type checkers treat any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Protocol
 
 # ---------------------------------------------------------------------------------------------
 # tracing (EXECNET_DEBUG is read once, at import)
@@ -129,11 +135,18 @@ class GatewayReceivedTerminate(Exception):
 
 def geterrortext(
     exc: BaseException,
-    format_exception: Callable[..., list[str]] = traceback.format_exception,
+    format_exception: Callable[..., list[str]] | None = None,
     sysex: tuple[type[BaseException], ...] = sysex,
 ) -> str:
-    """Return the full formatted traceback of ``exc`` (or ``"Type: text"`` if that fails)."""
+    """Return the full formatted traceback of ``exc`` (or ``"Type: text"`` if that fails).
+
+    ``format_exception`` defaults to :func:`traceback.format_exception`.
+    """
     try:
+        if format_exception is None:
+            import traceback
+
+            format_exception = traceback.format_exception
         lines = format_exception(type(exc), exc, exc.__traceback__)
         errortext = "".join(lines)
     except sysex:
@@ -146,18 +159,6 @@ def geterrortext(
 # ---------------------------------------------------------------------------------------------
 # execution models
 # ---------------------------------------------------------------------------------------------
-
-
-class Event(Protocol):
-    """The event interface the execution models provide (``threading.Event`` and friends)."""
-
-    def is_set(self) -> bool: ...
-
-    def set(self) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class ExecModel(metaclass=abc.ABCMeta):
@@ -613,36 +614,6 @@ class WorkerPool:
 # ---------------------------------------------------------------------------------------------
 
 
-class ReadIO(Protocol):
-    """Something to read protocol bytes from."""
-
-    def read(self, numbytes: int, /) -> bytes: ...
-
-
-class WriteIO(Protocol):
-    """Something to write protocol bytes to."""
-
-    def write(self, data: bytes, /) -> None: ...
-
-
-class IO(Protocol):
-    """The transport interface a gateway runs on."""
-
-    execmodel: ExecModel
-
-    def read(self, numbytes: int, /) -> bytes: ...
-
-    def write(self, data: bytes, /) -> None: ...
-
-    def close_read(self) -> None: ...
-
-    def close_write(self) -> None: ...
-
-    def wait(self) -> int | None: ...
-
-    def kill(self) -> None: ...
-
-
 class Popen2IO:
     """Protocol IO over a pair of file objects (the binary layers of text files if present)."""
 
@@ -737,6 +708,109 @@ def init_popen_io(execmodel: ExecModel) -> Popen2IO:
     sys.stdin = execmodel.fdopen(0, "r", 1, closefd=False)
     sys.stdout = execmodel.fdopen(1, "w", 1, closefd=False)
     return io
+
+
+# ---------------------------------------------------------------------------------------------
+# typing protocols (made on first use: importing typing is a large part of a worker's start-up)
+# ---------------------------------------------------------------------------------------------
+
+_PROTOCOLS = ("Event", "ReadIO", "WriteIO", "IO")
+
+
+def _make_protocols() -> dict[str, type]:
+    from typing import Protocol
+
+    class Event(Protocol):
+        """The event interface the execution models provide (``threading.Event`` and friends)."""
+
+        def is_set(self) -> bool: ...
+
+        def set(self) -> None: ...
+
+        def clear(self) -> None: ...
+
+        def wait(self, timeout: float | None = None) -> bool: ...
+
+    class ReadIO(Protocol):
+        """Something to read protocol bytes from."""
+
+        def read(self, numbytes: int, /) -> bytes: ...
+
+    class WriteIO(Protocol):
+        """Something to write protocol bytes to."""
+
+        def write(self, data: bytes, /) -> None: ...
+
+    class IO(Protocol):
+        """The transport interface a gateway runs on."""
+
+        execmodel: ExecModel
+
+        def read(self, numbytes: int, /) -> bytes: ...
+
+        def write(self, data: bytes, /) -> None: ...
+
+        def close_read(self) -> None: ...
+
+        def close_write(self) -> None: ...
+
+        def wait(self) -> int | None: ...
+
+        def kill(self) -> None: ...
+
+    protocols: dict[str, type] = {"Event": Event, "ReadIO": ReadIO, "WriteIO": WriteIO, "IO": IO}
+    for name, cls in protocols.items():
+        cls.__qualname__ = name
+    return protocols
+
+
+if TYPE_CHECKING:
+
+    class Event(Protocol):
+        """The event interface the execution models provide (``threading.Event`` and friends)."""
+
+        def is_set(self) -> bool: ...
+
+        def set(self) -> None: ...
+
+        def clear(self) -> None: ...
+
+        def wait(self, timeout: float | None = None) -> bool: ...
+
+    class ReadIO(Protocol):
+        """Something to read protocol bytes from."""
+
+        def read(self, numbytes: int, /) -> bytes: ...
+
+    class WriteIO(Protocol):
+        """Something to write protocol bytes to."""
+
+        def write(self, data: bytes, /) -> None: ...
+
+    class IO(Protocol):
+        """The transport interface a gateway runs on."""
+
+        execmodel: ExecModel
+
+        def read(self, numbytes: int, /) -> bytes: ...
+
+        def write(self, data: bytes, /) -> None: ...
+
+        def close_read(self) -> None: ...
+
+        def close_write(self) -> None: ...
+
+        def wait(self) -> int | None: ...
+
+        def kill(self) -> None: ...
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROTOCOLS:
+        protocols = _make_protocols()
+        globals().update(protocols)
+        return protocols[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2084,9 +2158,7 @@ def _load_native_codec() -> Any:
     if __name__ != "execnet.gateway_base":
         return None
     try:
-        import importlib
-
-        core = importlib.import_module("execnet._core")
+        import execnet._core as core
     except Exception:
         return None
     for name in ("dumps", "loads", "dumps_internal", "loads_internal"):
