@@ -116,27 +116,21 @@ def test_worker_starts_lean(group: execnet.Group) -> None:
 
 
 @pytest.mark.parametrize("model", ["thread", "main_thread_only"])
-def test_idle_worker_imports_threading_in_its_main_thread(model: str) -> None:
+def test_threading_imported_by_a_later_task_sees_the_main_thread(model: str) -> None:
     group = execnet.Group(execmodel=model)
     try:
         gw = group.makegateway("popen")
         gw.remote_exec("pass").waitclose(TIMEOUT)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            ch = gw.remote_exec(
-                "import sys\n"
-                "t = sys.modules.get('threading')\n"
-                "channel.send(t is not None and t.current_thread() is t.main_thread())\n"
-            )
-            if ch.receive(TIMEOUT):
-                break
-            assert time.monotonic() < deadline, "threading never imported by the idle worker"
-            time.sleep(0.05)
         ch = gw.remote_exec(
+            "import sys\n"
+            "channel.send('threading' in sys.modules)\n"
             "import threading\n"
-            "channel.send((threading.current_thread().name, threading.main_thread().name))\n"
+            "channel.send((threading.current_thread().name, threading.main_thread().name,"
+            " threading.current_thread() is threading.main_thread()))\n"
         )
-        assert ch.receive(TIMEOUT) == ("MainThread", "MainThread")
+        # an idle worker leaves the import to the code it runs
+        assert ch.receive(TIMEOUT) is False
+        assert ch.receive(TIMEOUT) == ("MainThread", "MainThread", True)
     finally:
         group.terminate(TIMEOUT)
 
@@ -158,6 +152,21 @@ def test_concurrent_first_execs_see_the_real_main_thread(group: execnet.Group) -
         "import threading\nchannel.send(threading.current_thread() is threading.main_thread())"
     )
     assert ch3.receive(TIMEOUT) is True
+
+
+def test_task_beside_a_busy_first_task_waits_for_the_main_threads_import(
+    group: execnet.Group,
+) -> None:
+    gw = group.makegateway("popen")
+    # the first task neither imports threading nor blocks in execnet; the second waits for it
+    ch1 = gw.remote_exec("import time\ntime.sleep(0.2)\nchannel.send(1)")
+    ch2 = gw.remote_exec(
+        "import threading\n"
+        "channel.send((threading.main_thread().name, threading.current_thread().name))\n"
+    )
+    main_name, own_name = ch2.receive(TIMEOUT)
+    assert main_name == "MainThread" and own_name != "MainThread"
+    assert ch1.receive(TIMEOUT) == 1
 
 
 class TestLockEvent:
