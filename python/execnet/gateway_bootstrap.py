@@ -13,14 +13,18 @@ one-byte acknowledgement ``b"1"``. Three flavours exist:
 
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Any
 
 import execnet
 
 from . import gateway_base
 from .gateway import Gateway
+
+# typing is for type checkers only (type checkers treat any name TYPE_CHECKING as true)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The directory containing this ``execnet`` package; import-bootstrapped workers import from it.
 importdir = os.path.dirname(os.path.dirname(execnet.__file__))
@@ -94,6 +98,8 @@ def _host_not_found(io: Any) -> HostNotFound:
 
 def bootstrap_exec(io: Any, spec: Any) -> None:
     """Ship the source of ``gateway_base`` and start serving from the worker's ``__main__``."""
+    import inspect
+
     try:
         sendexec(
             io,
@@ -115,6 +121,8 @@ def bootstrap_exec(io: Any, spec: Any) -> None:
 
 def bootstrap_socket(io: Any, spec: Any) -> None:
     """Ship ``gateway_base`` plus ``SocketIO`` to a socket server that executes it."""
+    import inspect
+
     from .gateway_socket import SocketIO
 
     sendexec(
