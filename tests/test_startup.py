@@ -56,6 +56,16 @@ def test_import_gateway_base_loads_no_master_side_or_heavy_stdlib() -> None:
     assert heavy == "[]"
 
 
+def test_master_side_import_is_lean() -> None:
+    out = _run(
+        "import sys, execnet\n"
+        "execnet.Group, execnet.XSpec, execnet.Gateway, execnet.MultiChannel\n"
+        "print(sorted(set(sys.modules) & {'typing', 'inspect', 'textwrap', 'shlex', 'ast',"
+        " 'tokenize', 'hashlib', 'shutil', 'tempfile'}))\n"
+    )
+    assert out == "[]"
+
+
 def test_lazy_names_resolve_to_the_submodule_objects() -> None:
     out = _run(
         "import execnet\n"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
-import linecache
-import textwrap
 import types
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import gateway_base
-from .gateway_base import IO, BaseGateway, Channel, Message
+from .gateway_base import BaseGateway, Channel, Message
+
+# typing, inspect and textwrap are imported where needed: ``import execnet`` stays cheap for
+# scripts (type checkers treat any name TYPE_CHECKING as true)
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .gateway_base import IO
     from .xspec import XSpec
 
 __all__ = ["Gateway", "RInfo", "RemoteStatus", "rinfo_source"]
@@ -112,16 +115,23 @@ class Gateway(BaseGateway):
         call_name = None
         file_name = None
         if isinstance(source, types.ModuleType):
+            import inspect
+            import linecache
+
             file_name = inspect.getsourcefile(source)
             if file_name:
                 # pick up edits made to the file since it was imported
                 linecache.updatecache(file_name)
             source = inspect.getsource(source)
         elif isinstance(source, types.FunctionType):
+            import inspect
+
             call_name = source.__name__
             file_name = inspect.getsourcefile(source)
             source = _source_of_function(source)
         else:
+            import textwrap
+
             source = textwrap.dedent(str(source))
 
         if not call_name and kwargs:
@@ -187,6 +197,9 @@ def _find_non_builtin_globals(source: str, codeobj: types.CodeType) -> list[str]
 
 def _source_of_function(function: types.FunctionType | Callable[..., Any]) -> str:
     """The source of a function fit for ``remote_exec``, or ValueError saying why not."""
+    import inspect
+    import textwrap
+
     if function.__name__ == "<lambda>":
         raise ValueError("can't evaluate lambda functions'")
     args = inspect.getfullargspec(function).args

@@ -8,10 +8,14 @@ therefore stay self-contained and stdlib-only.
 from __future__ import annotations
 
 import os
-import shlex
 import struct
 import sys
-from typing import Any
+
+# typing is for type checkers only (type checkers treat any name TYPE_CHECKING as true)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 try:
     from execnet.gateway_base import Message, Popen2IO
@@ -165,6 +169,8 @@ class Popen2IOMaster:
 
 def shell_split_path(path: str) -> list[str]:
     """Split a ``python=`` value like a POSIX shell (on Windows ``\\`` first becomes ``/``)."""
+    import shlex
+
     if sys.platform.startswith("win"):
         path = path.replace("\\", "/")
     return shlex.split(path)

@@ -11,10 +11,8 @@ import atexit
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from threading import Lock
-from typing import Any
 
 from . import gateway_bootstrap, gateway_io
 from .gateway_base import (
@@ -26,6 +24,13 @@ from .gateway_base import (
     trace,
 )
 from .xspec import XSpec
+
+# typing is for type checkers only (type checkers treat any name TYPE_CHECKING as true)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any
 
 #: Sentinel: "no endmarker" for :meth:`MultiChannel.make_receive_queue`.
 NO_ENDMARKER_WANTED = object()

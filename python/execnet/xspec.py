@@ -7,7 +7,11 @@ and ``id == "w1"``; keys that were not given read as ``None``. Values are kept a
 
 from __future__ import annotations
 
-from typing import Any
+# typing is for type checkers only (type checkers treat any name TYPE_CHECKING as true)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class XSpec:
