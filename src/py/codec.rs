@@ -380,13 +380,7 @@ fn index_of(key: &Bound<'_, PyAny>, len: usize, offset: usize) -> PyResult<Optio
     let index: i64 = key
         .extract()
         .map_err(|_| PyErr::from(DecodeError::IndexTooLarge { offset }))?;
-    let len_i =
-        i64::try_from(len).map_err(|_| PyErr::from(DecodeError::IndexOutOfRange { offset }))?;
-    let normalized = if index < 0 { index + len_i } else { index };
-    match usize::try_from(normalized) {
-        Ok(i) if i < len => Ok(Some(i)),
-        _ => Err(DecodeError::IndexOutOfRange { offset }.into()),
-    }
+    Ok(Some(codec::normalize_index(index, len, offset)?))
 }
 
 impl<'py> Builder for PyBuilder<'_, 'py> {
