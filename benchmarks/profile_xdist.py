@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-PLUGIN = r'''
+PLUGIN = r"""
 import atexit, os, sys, time
 T0 = float(os.environ["XDTL_T0"])
 OUT = os.environ["XDTL_OUT"]
@@ -44,7 +44,7 @@ def pytest_testnodeready(node): mark("testnodeready")
 def pytest_testnodedown(node, error): mark("testnodedown")
 def pytest_sessionfinish(session): mark("sessionfinish")
 atexit.register(lambda: mark("atexit"))
-'''
+"""
 
 PHASES = [
     ("start", "plugin", "first"),
