@@ -635,11 +635,7 @@ class WorkerPool:
         return len(self._running)
 
     def _perform_spawn(self, reply: Reply, primary: bool = False) -> None:
-        if (
-            not primary
-            and "threading" not in sys.modules
-            and self.execmodel.backend in ("thread", "main_thread_only")
-        ):
+        if not primary and "threading" not in sys.modules:
             _await_threading_import()
         reply.run()
         if not primary:
