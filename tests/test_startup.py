@@ -56,16 +56,6 @@ def test_import_gateway_base_loads_no_master_side_or_heavy_stdlib() -> None:
     assert heavy == "[]"
 
 
-def test_master_side_import_is_lean() -> None:
-    out = _run(
-        "import sys, execnet\n"
-        "execnet.Group, execnet.XSpec, execnet.Gateway, execnet.MultiChannel\n"
-        "print(sorted(set(sys.modules) & {'typing', 'inspect', 'textwrap', 'shlex', 'ast',"
-        " 'tokenize', 'hashlib', 'shutil', 'tempfile'}))\n"
-    )
-    assert out == "[]"
-
-
 def test_lazy_names_resolve_to_the_submodule_objects() -> None:
     out = _run(
         "import execnet\n"
@@ -121,31 +111,32 @@ def test_worker_starts_lean(group: execnet.Group) -> None:
     modules = ch.receive(TIMEOUT)
     assert "execnet.multi" not in modules and "execnet.gateway" not in modules
     assert "execnet.gateway_base" in modules
-    heavy = ch.receive(TIMEOUT)
-    if gw._mux is None:
-        # the pure-Python receiver needs queue, hence threading, from the start
-        assert heavy == ["threading"]
-    else:
-        assert heavy == []
+    assert ch.receive(TIMEOUT) == []
     ch.waitclose(TIMEOUT)
 
 
 @pytest.mark.parametrize("model", ["thread", "main_thread_only"])
-def test_threading_imported_by_a_later_task_sees_the_main_thread(model: str) -> None:
+def test_idle_worker_imports_threading_in_its_main_thread(model: str) -> None:
     group = execnet.Group(execmodel=model)
     try:
         gw = group.makegateway("popen")
         gw.remote_exec("pass").waitclose(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            ch = gw.remote_exec(
+                "import sys\n"
+                "t = sys.modules.get('threading')\n"
+                "channel.send(t is not None and t.current_thread() is t.main_thread())\n"
+            )
+            if ch.receive(TIMEOUT):
+                break
+            assert time.monotonic() < deadline, "threading never imported by the idle worker"
+            time.sleep(0.05)
         ch = gw.remote_exec(
-            "import sys\n"
-            "channel.send('threading' in sys.modules)\n"
             "import threading\n"
-            "channel.send((threading.current_thread().name, threading.main_thread().name,"
-            " threading.current_thread() is threading.main_thread()))\n"
+            "channel.send((threading.current_thread().name, threading.main_thread().name))\n"
         )
-        # an idle worker on the native IO path leaves the import to the code it runs
-        assert ch.receive(TIMEOUT) is (gw._mux is None)
-        assert ch.receive(TIMEOUT) == ("MainThread", "MainThread", True)
+        assert ch.receive(TIMEOUT) == ("MainThread", "MainThread")
     finally:
         group.terminate(TIMEOUT)
 
@@ -167,21 +158,6 @@ def test_concurrent_first_execs_see_the_real_main_thread(group: execnet.Group) -
         "import threading\nchannel.send(threading.current_thread() is threading.main_thread())"
     )
     assert ch3.receive(TIMEOUT) is True
-
-
-def test_task_beside_a_busy_first_task_waits_for_the_main_threads_import(
-    group: execnet.Group,
-) -> None:
-    gw = group.makegateway("popen")
-    # the first task neither imports threading nor blocks in execnet; the second waits for it
-    ch1 = gw.remote_exec("import time\ntime.sleep(0.2)\nchannel.send(1)")
-    ch2 = gw.remote_exec(
-        "import threading\n"
-        "channel.send((threading.main_thread().name, threading.current_thread().name))\n"
-    )
-    main_name, own_name = ch2.receive(TIMEOUT)
-    assert main_name == "MainThread" and own_name != "MainThread"
-    assert ch1.receive(TIMEOUT) == 1
 
 
 class TestLockEvent:

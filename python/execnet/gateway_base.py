@@ -220,12 +220,10 @@ class ExecModel(metaclass=abc.ABCMeta):
 class _LockEvent:
     """``threading.Event``'s behaviour built on ``_thread`` locks.
 
-    The thread exec models hand these out while ``threading`` is not imported: importing it is
-    a large part of a worker's start-up, so a popen worker leaves it to the code it runs. It
-    must be imported in the main thread first, since ``threading`` takes the thread importing
-    it for the main thread: the worker's main thread imports it when it blocks in ``receive``
-    or ``waitclose`` and when a task beside its own waits for that (``setcallback`` imports it
-    in the calling thread, through ``queue``).
+    The thread exec models hand these out while ``threading`` is not imported yet: importing it
+    is a large part of a worker's start-up, so a popen worker imports it only once its main
+    thread is idle (:meth:`WorkerPool.integrate_as_primary_thread`), and in the main thread,
+    which ``threading`` takes for the main thread.
     """
 
     __slots__ = ("_flag", "_mutex", "_waiters")
@@ -526,10 +524,12 @@ class Reply:
             self._result_ready.set()
 
 
+#: Seconds the primary thread waits for work before it imports ``threading`` (see _LockEvent).
+_IDLE_IMPORT_DELAY = 0.05
+
+
 #: The thread serving as a worker's primary (main) thread, once it does.
 _primary_ident: int | None = None
-#: A task beside the primary one waits for the primary thread to import ``threading``.
-_threading_wanted = False
 
 
 def _import_threading_in_primary() -> None:
@@ -547,13 +547,9 @@ def _await_threading_import(limit: float = 0.5) -> None:
 
     A task started beside the worker's first one may import threading; imported outside the
     main thread, threading would take that thread for the main thread (see _LockEvent). The
-    main thread imports it as soon as it waits in ``receive`` or ``waitclose`` or is done
-    with its task.
+    main thread imports it as soon as it waits in ``receive`` or ``waitclose``.
     """
     import time
-
-    global _threading_wanted
-    _threading_wanted = True
 
     deadline = time.monotonic() + limit
     while "threading" not in sys.modules and time.monotonic() < deadline:
@@ -594,8 +590,9 @@ class WorkerPool:
         global _primary_ident
         _primary_ident = _thread.get_ident()
         while True:
-            if _threading_wanted:
-                _import_threading_in_primary()
+            if "threading" not in sys.modules and not ready.wait(_IDLE_IMPORT_DELAY):
+                # the worker's start is over: import threading now, in the main thread
+                import threading  # noqa: F401
             ready.wait()
             with self._running_lock:
                 reply = self._primary_task
