@@ -22,7 +22,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import _thread
 import abc
 import os
 import struct
@@ -217,60 +216,6 @@ class ExecModel(metaclass=abc.ABCMeta):
         """A new event."""
 
 
-class _LockEvent:
-    """``threading.Event``'s behaviour built on ``_thread`` locks.
-
-    The thread exec models hand these out while ``threading`` is not imported yet: importing it
-    is a large part of a worker's start-up, so a popen worker imports it only once its main
-    thread is idle (:meth:`WorkerPool.integrate_as_primary_thread`), and in the main thread,
-    which ``threading`` takes for the main thread.
-    """
-
-    __slots__ = ("_flag", "_mutex", "_waiters")
-
-    def __init__(self) -> None:
-        import _thread
-
-        self._flag = False
-        self._mutex = _thread.allocate_lock()
-        self._waiters: list[Any] = []
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        with self._mutex:
-            self._flag = True
-            waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.release()
-
-    def clear(self) -> None:
-        with self._mutex:
-            self._flag = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        import _thread
-
-        with self._mutex:
-            if self._flag:
-                return True
-            waiter = _thread.allocate_lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-        if timeout is None:
-            waiter.acquire()
-            return True
-        got = waiter.acquire(True, timeout) if timeout > 0 else waiter.acquire(False)
-        if not got:
-            with self._mutex:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    got = True  # set() released it meanwhile
-        return bool(got)
-
-
 class ThreadExecModel(ExecModel):
     """Native threads (started with ``_thread``, so nothing joins them at exit)."""
 
@@ -314,25 +259,20 @@ class ThreadExecModel(ExecModel):
         return os.fdopen(fd, mode, bufsize, encoding=encoding, closefd=closefd)
 
     def Lock(self) -> Any:
+        import threading
+
         # A re-entrant lock: channel code may send from inside a callback that already sends.
-        return self.RLock()
+        return threading.RLock()
 
     def RLock(self) -> Any:
-        threading = sys.modules.get("threading")
-        rlock = getattr(threading, "RLock", None)
-        if rlock is None:
-            # threading.RLock() returns this very type; threading is not imported yet
-            import _thread
+        import threading
 
-            return _thread.RLock()
-        return rlock()
+        return threading.RLock()
 
     def Event(self) -> Event:
-        threading = sys.modules.get("threading")
-        event = getattr(threading, "Event", None)
-        if event is None:
-            return _LockEvent()
-        return event()  # type: ignore[no-any-return]
+        import threading
+
+        return threading.Event()
 
 
 class MainThreadOnlyExecModel(ThreadExecModel):
@@ -524,38 +464,6 @@ class Reply:
             self._result_ready.set()
 
 
-#: Seconds the primary thread waits for work before it imports ``threading`` (see _LockEvent).
-_IDLE_IMPORT_DELAY = 0.05
-
-
-#: The thread serving as a worker's primary (main) thread, once it does.
-_primary_ident: int | None = None
-
-
-def _import_threading_in_primary() -> None:
-    """Import ``threading`` if this is the primary thread and nobody did yet (see _LockEvent).
-
-    Called where the primary thread blocks in a task (receive, waitclose), so that a task
-    running beside it finds threading imported by the main thread.
-    """
-    if "threading" not in sys.modules and _thread.get_ident() == _primary_ident:
-        import threading  # noqa: F401
-
-
-def _await_threading_import(limit: float = 0.5) -> None:
-    """Give the main thread up to ``limit`` seconds to import ``threading`` first.
-
-    A task started beside the worker's first one may import threading; imported outside the
-    main thread, threading would take that thread for the main thread (see _LockEvent). The
-    main thread imports it as soon as it waits in ``receive`` or ``waitclose``.
-    """
-    import time
-
-    deadline = time.monotonic() + limit
-    while "threading" not in sys.modules and time.monotonic() < deadline:
-        time.sleep(0.001)
-
-
 class WorkerPool:
     """Runs tasks in threads (or greenlets) of an exec model.
 
@@ -587,12 +495,7 @@ class WorkerPool:
         idle = self._primary_idle
         if ready is None or idle is None:
             raise ValueError("integrate_as_primary_thread() requires hasprimary=True")
-        global _primary_ident
-        _primary_ident = _thread.get_ident()
         while True:
-            if "threading" not in sys.modules and not ready.wait(_IDLE_IMPORT_DELAY):
-                # the worker's start is over: import threading now, in the main thread
-                import threading  # noqa: F401
             ready.wait()
             with self._running_lock:
                 reply = self._primary_task
@@ -632,8 +535,6 @@ class WorkerPool:
         return len(self._running)
 
     def _perform_spawn(self, reply: Reply, primary: bool = False) -> None:
-        if not primary and "threading" not in sys.modules:
-            _await_threading_import()
         reply.run()
         if not primary:
             self._run_epilogue(reply)
@@ -1227,8 +1128,6 @@ class Channel:
 
         ``TimeoutError`` if it is still open after ``timeout`` seconds.
         """
-        if "threading" not in sys.modules:
-            _import_threading_in_primary()
         self._receiveclosed.wait(timeout=timeout)
         if not self._receiveclosed.is_set():
             raise self.TimeoutError("Timeout after %r seconds" % timeout)
@@ -1247,8 +1146,6 @@ class Channel:
 
         ``TimeoutError`` if nothing arrives within ``timeout`` seconds.
         """
-        if "threading" not in sys.modules:
-            _import_threading_in_primary()
         itemqueue = self._items
         if itemqueue is None:
             raise OSError("cannot receive(), channel has receiver callback")
@@ -1868,10 +1765,6 @@ class WorkerGateway(BaseGateway):
             self._trace("[serve] " + msg)
 
         hasprimary = self.execmodel.backend in ("thread", "main_thread_only")
-        if hasprimary and self._mux is None:
-            # the pure-Python receiver makes queues (``queue`` imports threading): import
-            # threading here, in the main thread (see _LockEvent)
-            import threading  # noqa: F401
         trace("spawning receiver thread")
         self._initreceive()
         try:
