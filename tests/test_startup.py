@@ -1,0 +1,178 @@
+"""Start-up: what a popen worker and ``import execnet`` load, and which thread is the main one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import typing
+from collections.abc import Iterator
+
+import pytest
+
+import execnet
+from execnet import gateway_base
+
+TIMEOUT = 10.0
+
+
+def _run(code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def group() -> Iterator[execnet.Group]:
+    group = execnet.Group()
+    yield group
+    group.terminate(TIMEOUT)
+
+
+def test_import_execnet_loads_no_submodule() -> None:
+    out = _run(
+        "import sys, execnet\n"
+        "print(sorted(m for m in sys.modules if m.startswith('execnet')))\n"
+        "print('typing' in sys.modules)\n"
+    )
+    assert out.splitlines() == ["['execnet']", "False"]
+
+
+def test_import_gateway_base_loads_no_master_side_or_heavy_stdlib() -> None:
+    out = _run(
+        "import sys, execnet.gateway_base\n"
+        "mods = set(sys.modules)\n"
+        "print(sorted(m for m in mods if m.startswith('execnet')))\n"
+        "print(sorted(mods & {'typing', 'traceback', 'inspect', 'threading', 'queue',"
+        " 'subprocess', 'socket', 'tempfile', 'hashlib', 'shutil', 'collections'}))\n"
+    )
+    modules, heavy = out.splitlines()
+    assert modules == "['execnet', 'execnet._core', 'execnet.gateway_base']" or modules == (
+        "['execnet', 'execnet.gateway_base']"
+    )
+    assert heavy == "[]"
+
+
+def test_master_side_import_is_lean() -> None:
+    out = _run(
+        "import sys, execnet\n"
+        "execnet.Group, execnet.XSpec, execnet.Gateway, execnet.MultiChannel\n"
+        "print(sorted(set(sys.modules) & {'typing', 'inspect', 'textwrap', 'shlex', 'ast',"
+        " 'tokenize', 'hashlib', 'shutil', 'tempfile'}))\n"
+    )
+    assert out == "[]"
+
+
+def test_lazy_names_resolve_to_the_submodule_objects() -> None:
+    out = _run(
+        "import execnet\n"
+        "from execnet.multi import Group\n"
+        "assert execnet.Group is Group\n"
+        "assert execnet.makegateway == execnet.default_group.makegateway\n"
+        "assert execnet.gateway_base.RemoteError is execnet.RemoteError\n"
+        "assert 'Group' in dir(execnet) and 'gateway_io' in dir(execnet)\n"
+        "ns = {}\n"
+        "exec('from execnet import *', ns)\n"
+        "assert set(execnet.__all__) <= set(ns)\n"
+        "print('ok')\n"
+    )
+    assert out == "ok"
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        execnet.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError, match="no_such_name"):
+        gateway_base.no_such_name  # noqa: B018
+    assert not hasattr(execnet, "gateway_socket_typo")
+
+
+def test_gateway_base_protocols_are_typing_protocols() -> None:
+    for name in ("IO", "ReadIO", "WriteIO", "Event"):
+        cls = getattr(gateway_base, name)
+        assert typing.Protocol in cls.__mro__, name
+        assert cls.__name__ == cls.__qualname__ == name
+        assert cls.__module__ == "execnet.gateway_base"
+        with pytest.raises(TypeError):
+            cls()
+    assert gateway_base.IO is gateway_base.IO
+
+
+def test_geterrortext_formats_without_traceback_imported_by_caller() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        text = gateway_base.geterrortext(exc)
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.rstrip().endswith("ValueError: boom")
+
+
+def test_worker_starts_lean(group: execnet.Group) -> None:
+    gw = group.makegateway("popen")
+    ch = gw.remote_exec(
+        "import sys\n"
+        "channel.send(sorted(m for m in sys.modules if m.startswith('execnet')))\n"
+        "channel.send(sorted(set(sys.modules) & {'typing', 'traceback', 'inspect', 'threading',"
+        " 'subprocess', 'shutil', 'hashlib', 'tempfile'}))\n"
+    )
+    modules = ch.receive(TIMEOUT)
+    assert "execnet.multi" not in modules and "execnet.gateway" not in modules
+    assert "execnet.gateway_base" in modules
+    # threading is imported by the main thread before any task runs, so that it records the
+    # right main thread whichever task imports it next
+    assert ch.receive(TIMEOUT) == ["threading"]
+    ch.waitclose(TIMEOUT)
+
+
+@pytest.mark.parametrize("model", ["thread", "main_thread_only"])
+def test_threading_imported_by_a_later_task_sees_the_main_thread(model: str) -> None:
+    group = execnet.Group(execmodel=model)
+    try:
+        gw = group.makegateway("popen")
+        gw.remote_exec("pass").waitclose(TIMEOUT)
+        ch = gw.remote_exec(
+            "import sys\n"
+            "channel.send('threading' in sys.modules)\n"
+            "import threading\n"
+            "channel.send((threading.current_thread().name, threading.main_thread().name,"
+            " threading.current_thread() is threading.main_thread()))\n"
+        )
+        assert ch.receive(TIMEOUT) is True
+        assert ch.receive(TIMEOUT) == ("MainThread", "MainThread", True)
+    finally:
+        group.terminate(TIMEOUT)
+
+
+def test_concurrent_first_execs_see_the_real_main_thread(group: execnet.Group) -> None:
+    gw = group.makegateway("popen")
+    # the first task blocks without importing threading; the second imports it meanwhile
+    ch1 = gw.remote_exec("channel.send(channel.receive())")
+    ch2 = gw.remote_exec(
+        "import threading\n"
+        "channel.send(threading.current_thread() is threading.main_thread())\n"
+        "channel.send(threading.main_thread().name)\n"
+    )
+    assert ch2.receive(TIMEOUT) is False
+    assert ch2.receive(TIMEOUT) == "MainThread"
+    ch1.send(1)
+    assert ch1.receive(TIMEOUT) == 1
+    ch3 = gw.remote_exec(
+        "import threading\nchannel.send(threading.current_thread() is threading.main_thread())"
+    )
+    assert ch3.receive(TIMEOUT) is True
+
+
+def test_task_beside_a_busy_first_task_sees_the_main_thread(group: execnet.Group) -> None:
+    gw = group.makegateway("popen")
+    # the first task neither imports threading nor blocks in execnet
+    ch1 = gw.remote_exec("import time\ntime.sleep(0.2)\nchannel.send(1)")
+    ch2 = gw.remote_exec(
+        "import threading\n"
+        "channel.send((threading.main_thread().name, threading.current_thread().name))\n"
+    )
+    main_name, own_name = ch2.receive(TIMEOUT)
+    assert main_name == "MainThread" and own_name != "MainThread"
+    assert ch1.receive(TIMEOUT) == 1
