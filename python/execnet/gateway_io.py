@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 try:
@@ -316,9 +317,11 @@ class _SshControl:
                 self.stop()
 
     def stop(self) -> None:
-        """Ask the master (if one runs) to exit; quietly, it may be gone already."""
+        """Ask the master (if one runs) to exit and wait until it has; quietly, it may be
+        gone already."""
         if not os.path.exists(self.path):
             return
+        pid = _socket_peer_pid(self.path)
         try:
             subprocess.run(
                 ["ssh", *_control_options(self.path), "-O", "exit", *self._target_args],
@@ -329,7 +332,51 @@ class _SshControl:
                 check=False,
             )
         except (OSError, subprocess.SubprocessError):
+            return
+        if pid is not None:
+            # "Exit request sent" comes before the master has closed its connection.
+            deadline = time.monotonic() + _MASTER_EXIT_WAIT
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+
+#: Seconds ``stop`` waits for a master to exit after ``ssh -O exit``.
+_MASTER_EXIT_WAIT = 5.0
+
+
+def _socket_peer_pid(path: str) -> int | None:
+    """The pid of the process listening on the unix socket ``path`` (Linux: SO_PEERCRED)."""
+    import socket
+
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(path)
+            cred = sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", cred)[0]
+    return pid if pid > 0 else None
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
             pass
+        return True
 
 
 class _SshControlRegistry:
