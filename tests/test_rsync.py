@@ -741,19 +741,22 @@ def test_walk_unreadable_directory(tmp_path: Path) -> None:
 UPSTREAM = Path(__file__).resolve().parent.parent / ".side" / "upstream-2.1.2"
 
 # Runs in a fresh interpreter with either implementation importable as ``execnet``: records every
-# item the master sends on, and receives from, RSync channels over two syncs of the tree.
+# item the master sends on, and receives from, RSync channels over two syncs of the tree. What
+# the master sends is recorded where it becomes a message (``BaseGateway._send``: every
+# CHANNEL_DATA payload, decoded), so an item that bypasses ``Channel.send`` is still seen.
 TRACE = r"""
 import os, sys
 import execnet
-from execnet.gateway_base import Channel
+from execnet.gateway_base import BaseGateway, Channel, Message, loads_internal
 
 root = sys.argv[1]
 log = []
-orig_send, orig_setcallback = Channel.send, Channel.setcallback
+orig_send, orig_setcallback = BaseGateway._send, Channel.setcallback
 
-def send(self, item):
-    log.append(("M>R", item))
-    return orig_send(self, item)
+def send(self, msgcode, channelid=0, data=b""):
+    if msgcode == Message.CHANNEL_DATA:
+        log.append(("M>R", loads_internal(data)))
+    return orig_send(self, msgcode, channelid, data)
 
 def setcallback(self, callback, endmarker=None):
     def wrapped(item):
@@ -761,7 +764,7 @@ def setcallback(self, callback, endmarker=None):
         return callback(item)
     return orig_setcallback(self, wrapped, endmarker=endmarker)
 
-Channel.send, Channel.setcallback = send, setcallback
+BaseGateway._send, Channel.setcallback = send, setcallback
 gw = execnet.makegateway("popen")
 progress = []
 reports = []

@@ -79,6 +79,10 @@ def md5_file(path: str | PathLike[str]) -> bytes:
 def md5_files(paths: Sequence[str | PathLike[str]]) -> list[bytes | None]:
     """MD5 digests of many files, hashed in parallel; ``None`` for files that cannot be read."""
 
+def file_payload(path: str | PathLike[str]) -> bytes | None:
+    """The file's content serialized as a ``bytes`` value (``dumps_internal(content)``), read
+    straight into the message; ``None`` if it cannot be read, ``OverflowError`` from 2 GiB."""
+
 # -- gateway I/O core (src/py/mux.rs) ----------------------------------------------------------
 
 @final

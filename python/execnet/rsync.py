@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import rsync_remote
+from .gateway_base import Message, dumps_internal, loads_internal
 
 try:
     from . import _core
@@ -35,6 +36,12 @@ _LINKS_END = 42
 _CHUNK = 2048
 #: Requests answered together, so that their checksums are computed in one parallel batch.
 _BATCH = 256
+_CHANNEL_DATA = Message.CHANNEL_DATA
+#: ``dumps_internal(None)``: the answer for a file the target already has.
+_NONE = dumps_internal(None)
+#: A serialized ``bytes`` value: opcode and length, the content, STOP.
+_PAYLOAD_HEADER = 5
+_PAYLOAD_OVERHEAD = 6
 
 
 def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[Any], list[str]]:
@@ -71,39 +78,44 @@ def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[
     return items, links
 
 
-def _md5(data: bytes) -> bytes:
+def _md5(data: bytes | memoryview) -> bytes:
     from hashlib import md5
 
     return md5(data, usedforsecurity=False).digest()
 
 
+def _data_sender(channels: list[Channel]) -> Callable[[bytes], None] | None:
+    """A function sending one already serialized item to every channel, or None when a
+    channel's gateway has no ``_send`` (then each item goes through ``Channel.send``)."""
+    if not all(hasattr(c.gateway, "_send") for c in channels):
+        return None
+    targets = [(channel, channel.gateway._send, channel.id) for channel in channels]
+
+    def send_encoded(data: bytes) -> None:
+        for channel, send, channelid in targets:
+            # What Channel.send checks, for the same error.
+            if channel.isclosed():
+                raise OSError(f"cannot send to {channel!r}")
+            send(_CHANNEL_DATA, channelid, data)
+
+    return send_encoded
+
+
 def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
     """A function sending one item to every channel, serialising it only once."""
-    if len(channels) == 1:
-        return channels[0].send
-    try:
-        from .gateway_base import Message, dumps_internal
-    except ImportError:  # pragma: no cover - both are part of the internal contract
-        dumps_internal = None  # type: ignore[assignment]
-    if dumps_internal is None or not all(hasattr(c.gateway, "_send") for c in channels):
+    send_encoded = _data_sender(channels)
+    if send_encoded is None:
 
         def send_each(item: Any) -> None:
             for channel in channels:
                 channel.send(item)
 
         return send_each
-    code = Message.CHANNEL_DATA
-    targets = [(channel, channel.gateway._send, channel.id) for channel in channels]
 
-    def send_encoded(item: Any) -> None:
-        data = dumps_internal(item)
-        for channel, send, channelid in targets:
-            # What Channel.send checks, for the same error.
-            if channel.isclosed():
-                raise OSError(f"cannot send to {channel!r}")
-            send(code, channelid, data)
+    def send_item(item: Any) -> None:
+        send_encoded(dumps_internal(item))
 
-    return send_encoded
+    return send_item
 
 
 class RSync:
@@ -129,6 +141,7 @@ class RSync:
         # Per target: sizes of the requested files (for "ack" progress) and their total.
         self._pending_sizes: dict[Channel, deque[int]] = {}
         self._requested_bytes: dict[Channel, int] = {}
+        self._senders: dict[Channel, Callable[[bytes], None]] = {}
 
     def filter(self, path: str) -> bool:
         """Return False to leave ``path`` (a full source path) out of the transfer."""
@@ -294,25 +307,41 @@ class RSync:
         components, checksum = data
         path = self._source_path(components)
         known = digests.get(path)
-        content: bytes | None
+        payload: bytes | None
         if checksum is not None and known is not None and known == checksum:
-            content = None
+            payload = None
             size = self._size(path) if self._callback is not None else 0
         else:
-            try:
-                with open(path, "rb") as f:
-                    content = f.read()
-            except OSError:
-                content = None
-            size = 0 if content is None else len(content)
-            if content is not None:
-                if checksum is not None and known is None and checksum == _md5(content):
-                    content = None
+            payload = self._read_payload(path)
+            size = 0 if payload is None else len(payload) - _PAYLOAD_OVERHEAD
+            if payload is not None:
+                if (
+                    checksum is not None
+                    and known is None
+                    and checksum == _md5(memoryview(payload)[_PAYLOAD_HEADER:-1])
+                ):
+                    payload = None
                 else:
                     self._report_send_file(channel.gateway, os.path.join("", *components))
         self._pending_sizes.setdefault(channel, deque()).append(size)
         self._requested_bytes[channel] = self._requested_bytes.get(channel, 0) + size
-        self._send_to(channel, content)
+        self._send_data(channel, _NONE if payload is None else payload)
+
+    @staticmethod
+    def _read_payload(path: str) -> bytes | None:
+        """The file's content serialized as ``bytes`` (what ``Channel.send(content)`` would
+        put on the wire), or None if it cannot be read."""
+        if _core is not None:
+            try:
+                return _core.file_payload(path)
+            except OverflowError:
+                pass  # 2 GiB or more: let the serializer raise its error below
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError:
+            return None
+        return dumps_internal(content)
 
     @staticmethod
     def _size(path: str) -> int:
@@ -322,8 +351,17 @@ class RSync:
             return 0
 
     def _send_to(self, channel: Channel, item: Any) -> None:
+        self._send_data(channel, dumps_internal(item))
+
+    def _send_data(self, channel: Channel, data: bytes) -> None:
+        """Send one serialized item (``dumps_internal`` form) on ``channel``."""
+        send = self._senders.get(channel)
+        if send is None:
+            send = self._senders[channel] = _data_sender([channel]) or (
+                lambda data: channel.send(loads_internal(data))
+            )
         try:
-            channel.send(item)
+            send(data)
         except OSError as exc:
             self._raise_target_failure(exc, [channel])
 
@@ -361,5 +399,6 @@ class RSync:
         raise OSError(f"connection unexpectedly closed: {channel.gateway} ")
 
     def _forget(self, channel: Channel) -> None:
+        self._senders.pop(channel, None)
         self._pending_sizes.pop(channel, None)
         self._requested_bytes.pop(channel, None)

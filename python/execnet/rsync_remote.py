@@ -81,24 +81,26 @@ class _Receiver:
                         pass
             shutil.rmtree(path, ignore_errors=True)
 
-    def mirror(self, path: str, parent: list[str], name: str | None) -> None:
+    def mirror(self, path: str, parent: list[str], name: str | None, fresh: bool = False) -> None:
         """Mirror one structure item (and, for a directory, everything below it) at ``path``.
 
         ``parent`` holds the path components of the containing directory, ``name`` is the
         entry's own (``None`` for the root); the entry's component list is built only when
-        it is needed, which for an unchanged file it is not.
+        it is needed, which for an unchanged file it is not. ``fresh`` says that the
+        containing directory was just created here, so nothing exists at ``path`` yet.
         """
         st: os.stat_result | None = None
-        try:
-            # The destination root is followed when it is a symlink (to a directory, say); a
-            # dangling one is replaced.
-            st = os.lstat(path) if name is not None else os.stat(path)
-        except OSError:
-            if name is None:
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    pass
+        if not fresh:
+            try:
+                # The destination root is followed when it is a symlink (to a directory, say);
+                # a dangling one is replaced.
+                st = os.lstat(path) if name is not None else os.stat(path)
+            except OSError:
+                if name is None:
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        pass
         msg = self.channel.receive()
         if isinstance(msg, list):
             self.mirror_directory(path, parent if name is None else [*parent, name], st, msg)
@@ -111,7 +113,8 @@ class _Receiver:
         if st is not None and not stat.S_ISDIR(st.st_mode):
             os.unlink(path)
             st = None
-        if st is None:
+        fresh = st is None
+        if fresh:
             os.makedirs(path)
         mode = msg[0]
         # Owner rwx so that the entries below can be written even for a read-only source.
@@ -120,8 +123,8 @@ class _Receiver:
         names = msg[1:]
         base = path if path.endswith(os.sep) else path + os.sep
         for name in names:
-            self.mirror(base + name, components, name)
-        if self.delete:
+            self.mirror(base + name, components, name, fresh)
+        if self.delete and not fresh:
             keep = set(names)
             for name in os.listdir(path):
                 if name not in keep:

@@ -1,15 +1,16 @@
 //! Bindings of the rsync engine: the sender's walk and MD5 helpers.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyNone};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::rsync::{self, Entry, Walk};
+use crate::rsync::{self, payload, Entry, Walk};
 
 /// How long the walk runs without the GIL before it looks for pending signals.
 const SLICE: Duration = Duration::from_millis(50);
@@ -225,4 +226,82 @@ pub fn md5_files<'py>(py: Python<'py>, paths: Vec<PathBuf>) -> PyResult<Bound<'p
         py.check_signals()?;
     }
     Ok(out)
+}
+
+/// Bytes read from a file between two looks for pending signals (Ctrl-C).
+const READ_SLICE: usize = 16 * 1024 * 1024;
+
+/// The content of the file at `path` as the channel carries it: the serialized form of a
+/// `bytes` value, which `execnet.gateway_base.loads_internal` turns back into the content.
+/// The file is read straight into the message (the GIL released), so a large file is copied
+/// once. `None` when the file cannot be opened or read; `OverflowError` when it is 2 GiB or
+/// larger, which the serializer cannot encode.
+#[pyfunction]
+pub fn file_payload<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let opened = py.detach(|| {
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        Ok::<_, std::io::Error>((file, len))
+    });
+    let Ok((mut file, len)) = opened else {
+        return Ok(None);
+    };
+    if len > payload::MAX_CONTENT {
+        return Err(PyOverflowError::new_err(format!(
+            "{} is too large to send ({len} bytes)",
+            path.display()
+        )));
+    }
+    let len = usize::try_from(len).map_err(|e| PyOverflowError::new_err(e.to_string()))?;
+    let Some(head) = payload::header(len) else {
+        return Err(PyOverflowError::new_err("file too large"));
+    };
+    // Whether the file still had exactly `len` bytes when it was read.
+    let mut exact = true;
+    let mut failed = false;
+    let bytes = PyBytes::new_with(py, len + payload::OVERHEAD, |buf| {
+        let (front, rest) = buf.split_at_mut(payload::HEADER_LEN);
+        front.copy_from_slice(&head);
+        let (body, tail) = rest.split_at_mut(len);
+        tail.fill(payload::STOP);
+        for slice in body.chunks_mut(READ_SLICE) {
+            let want = slice.len();
+            match py.detach(|| payload::read_full(&mut file, slice)) {
+                Ok(n) if n == want => {}
+                Ok(_) => {
+                    exact = false;
+                    return Ok(());
+                }
+                Err(_) => {
+                    failed = true;
+                    return Ok(());
+                }
+            }
+            py.check_signals()?;
+        }
+        match py.detach(|| payload::at_end(&mut file)) {
+            Ok(end) => exact = end,
+            Err(_) => failed = true,
+        }
+        Ok(())
+    })?;
+    if failed {
+        return Ok(None);
+    }
+    if exact {
+        return Ok(Some(bytes));
+    }
+    // The file changed size while it was read: send what it holds now, as a plain read would.
+    drop(bytes);
+    let Ok(data) = py.detach(|| std::fs::read(&path)) else {
+        return Ok(None);
+    };
+    match payload::encode(&data) {
+        Some(encoded) => Ok(Some(PyBytes::new(py, &encoded))),
+        None => Err(PyOverflowError::new_err(format!(
+            "{} is too large to send ({} bytes)",
+            path.display(),
+            data.len()
+        ))),
+    }
 }

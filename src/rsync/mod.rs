@@ -8,6 +8,7 @@
 
 mod error;
 mod hash;
+pub mod payload;
 mod walk;
 
 pub use error::{Error, Result};
