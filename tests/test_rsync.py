@@ -743,7 +743,8 @@ UPSTREAM = Path(__file__).resolve().parent.parent / ".side" / "upstream-2.1.2"
 # Runs in a fresh interpreter with either implementation importable as ``execnet``: records every
 # item the master sends on, and receives from, RSync channels over two syncs of the tree. What
 # the master sends is recorded where it becomes a message (``BaseGateway._send``: every
-# CHANNEL_DATA payload, decoded), so an item that bypasses ``Channel.send`` is still seen.
+# CHANNEL_DATA payload, decoded), so an item that bypasses ``Channel.send`` is still seen; what
+# it receives, in both ways a master can take items (a callback, or ``receive()``).
 TRACE = r"""
 import os, sys
 import execnet
@@ -752,6 +753,7 @@ from execnet.gateway_base import BaseGateway, Channel, Message, loads_internal
 root = sys.argv[1]
 log = []
 orig_send, orig_setcallback = BaseGateway._send, Channel.setcallback
+orig_receive = Channel.receive
 
 def send(self, msgcode, channelid=0, data=b""):
     if msgcode == Message.CHANNEL_DATA:
@@ -764,7 +766,12 @@ def setcallback(self, callback, endmarker=None):
         return callback(item)
     return orig_setcallback(self, wrapped, endmarker=endmarker)
 
-BaseGateway._send, Channel.setcallback = send, setcallback
+def receive(self, timeout=None):
+    item = orig_receive(self, timeout)
+    log.append(("R>M", item))
+    return item
+
+BaseGateway._send, Channel.setcallback, Channel.receive = send, setcallback, receive
 gw = execnet.makegateway("popen")
 progress = []
 reports = []
@@ -852,8 +859,12 @@ def test_messages_match_upstream(tmp_path: Path) -> None:
 
     def normalise(trace: Any, root: Path) -> Any:
         log, progress, reports = ast_replace(trace, str(root), "<root>")
-        # Each direction in order; how the two interleave depends on thread timing.
-        split = {way: [item for w, item in log if w == way] for way in ("M>R", "R>M", "links")}
+        # Each direction in order; how the two interleave depends on thread timing. A None
+        # from the target is a callback's endmarker (the channel closed), not a message.
+        split = {
+            way: [item for w, item in log if w == way and (way != "R>M" or item is not None)]
+            for way in ("M>R", "R>M", "links")
+        }
         return split, sorted(progress), reports
 
     want = normalise(theirs, tmp_path / "theirs")

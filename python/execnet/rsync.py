@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import rsync_remote
-from .gateway_base import Message, dumps_internal, loads_internal
+from .gateway_base import Message, RemoteError, dumps_internal, loads_internal
 
 try:
     from . import _core
@@ -142,6 +142,9 @@ class RSync:
         self._pending_sizes: dict[Channel, deque[int]] = {}
         self._requested_bytes: dict[Channel, int] = {}
         self._senders: dict[Channel, Callable[[bytes], None]] = {}
+        # Channels whose requests arrive through a callback, and the one read directly.
+        self._attached: set[Channel] = set()
+        self._direct: Channel | None = None
 
     def filter(self, path: str) -> bool:
         """Return False to leave ``path`` (a full source path) out of the transfer."""
@@ -167,13 +170,20 @@ class RSync:
             assert name in ("delete",), name
         channel = gateway.remote_exec(rsync_remote)
         channel.reconfigure(py2str_as_py3str=False, py3str_as_py2str=False)
+        channel.send((str(destdir), options))
+        self._channels[channel] = finishedcallback
+
+    def _attach(self, channel: Channel) -> None:
+        """Deliver the target's requests into the shared queue (several targets at once)."""
+        if channel in self._attached:
+            return
 
         def itemcallback(req: Any) -> None:
             self._receivequeue.put((channel, req))
 
+        # Items that arrived before are handed to the callback first.
         channel.setcallback(itemcallback, endmarker=None)
-        channel.send((str(destdir), options))
-        self._channels[channel] = finishedcallback
+        self._attached.add(channel)
 
     def send(self, raises: bool = True) -> None:
         """Synchronise the source directory to every target added since the last send.
@@ -185,6 +195,15 @@ class RSync:
                 raise OSError("no targets available, maybe you are trying call send() twice?")
             return
         self._links = []
+        channels = list(self._channels)
+        # One target is read from its own queue: with the native gateway I/O its requests
+        # then reach that queue without the GIL, instead of through a callback each.
+        self._direct = channels[0] if len(channels) == 1 else None
+        if self._direct in self._attached:
+            self._direct = None
+        if self._direct is None:
+            for channel in channels:
+                self._attach(channel)
         self._send_directory_structure(self._root())
         while self._channels:
             self._process(self._next_batch())
@@ -250,12 +269,35 @@ class RSync:
     # -- serving the targets ---------------------------------------------------------------
 
     def _next_batch(self) -> list[tuple[Channel, Any]]:
+        channel = self._direct
+        if channel is not None:
+            return self._next_direct_batch(channel)
         batch = [self._receivequeue.get()]
         while len(batch) < _BATCH:
             try:
                 batch.append(self._receivequeue.get_nowait())
             except queue.Empty:
                 break
+        return batch
+
+    def _next_direct_batch(self, channel: Channel) -> list[tuple[Channel, Any]]:
+        """Requests of a single target, taken from its channel; ``None`` once it has ended."""
+        batch: list[tuple[Channel, Any]] = []
+        timeout = None
+        while len(batch) < _BATCH:
+            try:
+                batch.append((channel, channel.receive(timeout)))
+            except channel.TimeoutError:
+                break
+            except RemoteError as exc:
+                # receive() hands out the target's error only once: raise it here.
+                self._process(batch)
+                self._channel_ended(channel, exc)
+                return []
+            except EOFError:
+                batch.append((channel, None))
+                break
+            timeout = 0
         return batch
 
     def _process(self, batch: list[tuple[Channel, Any]]) -> None:
@@ -387,11 +429,13 @@ class RSync:
             finishedcallback()
         channel.waitclose()
 
-    def _channel_ended(self, channel: Channel) -> None:
+    def _channel_ended(self, channel: Channel, error: RemoteError | None = None) -> None:
         if channel not in self._channels:
             return  # finished normally; this is its close
         del self._channels[channel]
         self._forget(channel)
+        if error is not None:
+            raise error
         try:
             channel.waitclose()
         except EOFError as exc:
@@ -400,5 +444,8 @@ class RSync:
 
     def _forget(self, channel: Channel) -> None:
         self._senders.pop(channel, None)
+        self._attached.discard(channel)
+        if self._direct is channel:
+            self._direct = None
         self._pending_sizes.pop(channel, None)
         self._requested_bytes.pop(channel, None)

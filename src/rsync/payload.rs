@@ -66,6 +66,7 @@ pub fn at_end(file: &mut File) -> io::Result<bool> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::fs;
