@@ -83,6 +83,12 @@ def file_payload(path: str | PathLike[str]) -> bytes | None:
     """The file's content serialized as a ``bytes`` value (``dumps_internal(content)``), read
     straight into the message; ``None`` if it cannot be read, ``OverflowError`` from 2 GiB."""
 
+def file_payloads(
+    paths: Sequence[str | PathLike[str]], limit: int, threads: int = 1
+) -> list[bytes | None]:
+    """``file_payload`` of each file of at most ``limit`` bytes, read on up to ``threads``
+    threads; ``None`` for a larger file or one that cannot be read."""
+
 # -- gateway I/O core (src/py/mux.rs) ----------------------------------------------------------
 
 @final

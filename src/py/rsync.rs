@@ -305,3 +305,29 @@ pub fn file_payload<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Option<Boun
         ))),
     }
 }
+
+/// [`file_payload`] for a batch of small files: the payload of each file of at most `limit`
+/// bytes, read on up to `threads` threads with the GIL released, and `None` for a larger file
+/// (to be read with `file_payload`) or one that cannot be read.
+#[pyfunction]
+#[pyo3(signature = (paths, limit, threads=1))]
+pub fn file_payloads<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    limit: u64,
+    threads: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    // Slices keep Ctrl-C responsive while a large batch is read.
+    for slice in paths.chunks(256) {
+        let read = py.detach(|| payload::read_small_files(slice, limit, threads));
+        for result in read {
+            match result {
+                Ok(Some(data)) => out.append(PyBytes::new(py, &data))?,
+                Ok(None) | Err(_) => out.append(PyNone::get(py))?,
+            }
+        }
+        py.check_signals()?;
+    }
+    Ok(out)
+}

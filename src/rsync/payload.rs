@@ -4,6 +4,10 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
 
 /// Serializer opcode of a `bytes` value.
 pub const BYTES: u8 = b'A';
@@ -65,6 +69,76 @@ pub fn at_end(file: &mut File) -> io::Result<bool> {
     Ok(read_full(file, &mut probe)? == 0)
 }
 
+/// The payload of the file at `path` if it holds at most `limit` bytes: `Ok(None)` for a
+/// larger file (the caller reads it in place instead).
+///
+/// # Errors
+///
+/// When the file cannot be opened or read.
+pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit || len > MAX_CONTENT {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let Some(head) = header(len) else {
+        return Ok(None);
+    };
+    let mut out = vec![0u8; len + OVERHEAD];
+    out[..HEADER_LEN].copy_from_slice(&head);
+    let got = read_full(&mut file, &mut out[HEADER_LEN..HEADER_LEN + len])?;
+    if got == len && at_end(&mut file)? {
+        out[HEADER_LEN + len] = STOP;
+        return Ok(Some(out));
+    }
+    // It changed size while being read: take what it holds now.
+    let data = std::fs::read(path)?;
+    if data.len() as u64 > limit {
+        return Ok(None);
+    }
+    Ok(encode(&data))
+}
+
+/// [`read_small`] for many files, in input order, on up to `threads` threads.
+#[must_use]
+pub fn read_small_files(
+    paths: &[PathBuf],
+    limit: u64,
+    threads: usize,
+) -> Vec<io::Result<Option<Vec<u8>>>> {
+    let workers = threads.min(paths.len() / MIN_FILES_PER_THREAD).max(1);
+    if workers < 2 {
+        return paths.iter().map(|p| read_small(p, limit)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<io::Result<Option<Vec<u8>>>>>> =
+        paths.iter().map(|_| Mutex::new(None)).collect();
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(index) else { break };
+                let result = read_small(path, limit);
+                if let Some(slot) = slots.get(index) {
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(|| Err(io::Error::other("not read")))
+        })
+        .collect()
+}
+
+/// Fewer files than this per thread are read by the calling thread alone.
+const MIN_FILES_PER_THREAD: usize = 32;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -101,6 +175,37 @@ mod tests {
         let mut rest = vec![0u8; 300_000];
         assert_eq!(read_full(&mut file, &mut rest).unwrap(), 199_999);
         assert!(at_end(&mut file).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn small_files_in_batches() {
+        let dir = std::env::temp_dir().join(format!("execnet-rsync-small-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut paths = Vec::new();
+        for i in 0..100usize {
+            let path = dir.join(format!("f{i}"));
+            fs::write(&path, vec![(i % 256) as u8; i * 10]).unwrap();
+            paths.push(path);
+        }
+        paths.push(dir.join("missing"));
+        for threads in [1, 4] {
+            let got = read_small_files(&paths, 500, threads);
+            assert_eq!(got.len(), 101);
+            for (i, result) in got.iter().take(100).enumerate() {
+                let result = result.as_ref().unwrap();
+                if i * 10 > 500 {
+                    assert!(result.is_none());
+                } else {
+                    assert_eq!(
+                        result.as_deref(),
+                        encode(&vec![(i % 256) as u8; i * 10]).as_deref()
+                    );
+                }
+            }
+            assert!(got[100].is_err());
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }
