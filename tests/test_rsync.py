@@ -472,6 +472,52 @@ def test_shipped_source_receiver(group: Any, src: Path, dst: Path) -> None:
     assert snapshot(dst) == snapshot(src)
 
 
+def test_writer_thread_writes_in_order_and_reports_errors(tmp_path: Path) -> None:
+    from execnet import rsync_remote
+
+    written: list[str] = []
+
+    def write(path: str, data: bytes, mode: int | None, mtime: float) -> None:
+        if data == b"fail":
+            raise PermissionError(path)
+        (tmp_path / path).write_bytes(data)
+        os.utime(tmp_path / path, (mtime, mtime))
+        written.append(path)
+
+    writer = rsync_remote._Writer(write)
+    for i in range(200):
+        writer.put((f"f{i}", b"x" * i, None, 1_000_000.0 + i))
+    writer.finish()
+    assert written == [f"f{i}" for i in range(200)]
+    assert (tmp_path / "f199").read_bytes() == b"x" * 199
+    assert os.stat(tmp_path / "f7").st_mtime == 1_000_007.0
+
+    writer = rsync_remote._Writer(write)
+    writer.put(("bad", b"fail", None, 0.0))
+    with pytest.raises(PermissionError, match="bad"):
+        for i in range(1000):  # raised at a later file at the latest
+            writer.put((f"g{i}", b"y", None, 0.0))
+        writer.finish()
+    assert not writer._thread.is_alive()
+
+    # the main thread failed: what was received is still written, then the thread ends
+    writer = rsync_remote._Writer(write)
+    writer.put(("late", b"z", None, 0.0))
+    writer.stop()
+    assert (tmp_path / "late").read_bytes() == b"z"
+
+
+def test_many_files_through_the_writer_thread(gw: Any, src: Path, dst: Path) -> None:
+    for i in range(300):
+        (src / f"f{i:03}").write_bytes(os.urandom(i * 37))
+        os.chmod(src / f"f{i:03}", 0o640 if i % 2 else 0o755)
+    assert len(sync(src, (gw, dst))) == 300
+    assert snapshot(dst) == snapshot(src)
+    for i in (0, 1, 150, 299):
+        assert os.stat(dst / f"f{i:03}").st_mtime == os.stat(src / f"f{i:03}").st_mtime
+    assert sync(src, (gw, dst)) == []
+
+
 @pytest.mark.ssh
 def test_ssh_target(group: Any, sshd: Any, src: Path, dst: Path, tmp_path: Path) -> None:
     gw = group.makegateway(sshd.spec)

@@ -49,6 +49,60 @@ def _file_md5(path: str) -> bytes:
             digest.update(chunk)
 
 
+#: Requested files from which writing them on a second thread pays for starting it.
+_WRITER_MIN_FILES = 16
+#: Received files that may wait for the writer thread (bounds the memory they hold).
+_WRITE_AHEAD = 64
+
+
+class _Writer:
+    """Writes received files on a second thread while the main thread receives the next ones
+    (file creation and writing release the GIL). The messages are unchanged: each file is
+    acknowledged when it is received, as before; an error while writing is raised in the
+    main thread at its next file, or at the end."""
+
+    def __init__(self, write: Any) -> None:
+        import queue
+        import threading
+
+        self._write = write
+        self._jobs: Any = queue.Queue(maxsize=_WRITE_AHEAD)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="execnet-rsync-writer")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*job)
+                except BaseException as exc:  # handed to the main thread
+                    self._error = exc
+
+    def put(self, job: tuple[str, bytes, int | None, float]) -> None:
+        if self._error is not None:
+            self.finish()
+        self._jobs.put(job)
+
+    def finish(self) -> None:
+        """Wait until everything is written; raise what failed."""
+        self._jobs.put(None)
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        """Let the thread end after writing the files already received (the main thread
+        failed, and raises its own error)."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class _Receiver:
     def __init__(self, channel: Any, destdir: str, options: dict[str, Any]) -> None:
         self.channel = channel
@@ -181,11 +235,34 @@ class _Receiver:
         finally:
             os.close(fd)
 
+    def _writer(self) -> _Writer | None:
+        """A writer thread when there is enough to write and the worker runs real threads."""
+        if not _FD_TIMES or len(self.requested) < _WRITER_MIN_FILES:
+            return None
+        execmodel = getattr(getattr(self.channel, "gateway", None), "execmodel", None)
+        if getattr(execmodel, "backend", None) not in ("thread", "main_thread_only"):
+            return None
+        return _Writer(self.write)
+
     def receive_files(self) -> None:
+        writer = self._writer()
+        try:
+            self._receive_files(writer)
+        except BaseException:
+            if writer is not None:
+                writer.stop()
+            raise
+        if writer is not None:
+            writer.finish()
+
+    def _receive_files(self, writer: _Writer | None) -> None:
         for path, components, (mode, mtime, _size) in self.requested:
             data = self.channel.receive()
             self.channel.send(("ack", os.sep.join(components)))
             if data is not None:
+                if writer is not None:
+                    writer.put((path, data, mode, mtime))
+                    continue
                 self.write(path, data, mode, mtime)
                 if _FD_TIMES:
                     continue
