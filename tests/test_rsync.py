@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import execnet
 from execnet import RSync
+from execnet.gateway_base import dumps_internal, loads_internal
 
 
 @pytest.fixture
@@ -685,6 +686,30 @@ def test_tree_walk_parts_join_to_the_whole_walk(src: Path) -> None:
     assert ref() is None
 
 
+def test_encoded_walk_items(tmp_path: Path) -> None:
+    from execnet import _core
+
+    (tmp_path / "big").write_bytes(b"")
+    os.truncate(tmp_path / "big", 3 << 30)  # sparse; a size beyond int32
+    os.utime(tmp_path / "big", ns=(0, 1_234_567_890_123_456_789))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "名前 é").write_text("x")
+    (tmp_path / "ln").symlink_to("nowhere")
+    (tmp_path / os.fsdecode(b"bad\xff")).write_text("x")
+    plain = [i for p in _core.TreeWalk(str(tmp_path), None, 3) for i in p[0]]
+    encoded = [i for p in _core.TreeWalk(str(tmp_path), None, 3, True) for i in p[0]]
+    assert len(plain) == len(encoded) == 6
+    for item, data in zip(plain, encoded, strict=True):
+        if isinstance(item, list) and any("\udcff" in str(n) for n in item[1:]):
+            assert data == item  # left to the serializer, which rejects it
+            with pytest.raises(execnet.DataFormatError):
+                dumps_internal(item)
+        else:
+            assert type(data) is bytes
+            assert data == dumps_internal(item)
+            assert loads_internal(data) == item
+
+
 def _build(root: Path, spec: dict[str, Any]) -> None:
     for name, node in spec.items():
         path = root / name
@@ -724,6 +749,9 @@ def test_rust_walk_equals_python_walk(tree: dict[str, Any], chunk: int) -> None:
         assert _core.walk_tree(str(root)) == expected
         parts = list(_core.TreeWalk(str(root), None, chunk))
         assert ([i for p in parts for i in p[0]], [ln for p in parts for ln in p[1]]) == expected
+        # serialized by the walk: the same bytes as the serializer gives for each item
+        encoded = [i for p in _core.TreeWalk(str(root), None, chunk, True) for i in p[0]]
+        assert encoded == [dumps_internal(item) for item in expected[0]]
 
         def keep(path: str) -> bool:
             return "a" not in os.path.basename(path)

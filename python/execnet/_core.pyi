@@ -62,6 +62,8 @@ class TreeWalk:
 
     Iterating yields ``(items, links)`` pairs that, joined, equal ``walk_tree(root, filter)``;
     the tree is walked as the parts are taken (without the GIL when there is no ``filter``).
+    With ``encoded=True`` each item is ``dumps_internal(item)`` instead (``bytes``), except one
+    the serializer would reject (a name that is not UTF-8), which stays the Python value.
     """
 
     def __new__(
@@ -69,6 +71,7 @@ class TreeWalk:
         root: str | PathLike[str],
         filter: Callable[[str], object] | None = None,
         chunk: int = 4096,
+        encoded: bool = False,
     ) -> TreeWalk: ...
     def __iter__(self) -> TreeWalk: ...
     def __next__(self) -> tuple[list[Any], list[str]]: ...

@@ -39,6 +39,8 @@ _BATCH = 256
 _CHANNEL_DATA = Message.CHANNEL_DATA
 #: ``dumps_internal(None)``: the answer for a file the target already has.
 _NONE = dumps_internal(None)
+#: ``dumps_internal((None, 0, 0))``: the structure item of an entry that vanished.
+_VANISHED = dumps_internal((None, 0, 0))
 #: A serialized ``bytes`` value: opcode and length, the content, STOP.
 _PAYLOAD_HEADER = 5
 _PAYLOAD_OVERHEAD = 6
@@ -111,13 +113,16 @@ def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
     if send_encoded is None:
 
         def send_each(item: Any) -> None:
+            if type(item) is bytes:
+                item = loads_internal(item)
             for channel in channels:
                 channel.send(item)
 
         return send_each
 
     def send_item(item: Any) -> None:
-        send_encoded(dumps_internal(item))
+        # bytes are an item serialized by the walk (a bytes item never occurs in the stream)
+        send_encoded(item if type(item) is bytes else dumps_internal(item))
 
     return send_item
 
@@ -231,15 +236,16 @@ class RSync:
         hook = self._filter_hook()
         parts: Iterable[tuple[list[Any], list[str]]]
         if _core is not None:
-            # Parts of the tree go out while the rest is walked, so targets start early.
-            parts = _core.TreeWalk(root, hook, _CHUNK)
+            # Parts of the tree go out while the rest is walked, so targets start early; the
+            # items come serialized already.
+            parts = _core.TreeWalk(root, hook, _CHUNK, True)
         else:
             parts = [_walk_python(root, hook)]
         channels = list(self._channels)
         broadcast = _broadcaster(channels)
         first = True
         for items, links in parts:
-            if first and items and items[0] == (None, 0, 0):
+            if first and items and items[0] in ((None, 0, 0), _VANISHED):
                 # Sending this would make every target delete its copy of the tree.
                 raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
             first = False

@@ -97,22 +97,28 @@ pub fn walk_tree<'py>(
 /// Iterating yields `(items, links)` pairs; joined, they equal `walk_tree(root, filter)`.
 /// Not frozen on purpose: the walk is state of one consumer, and pyo3's borrow check turns a
 /// re-entrant `next()` (from inside `filter`) into a clean `RuntimeError`.
+///
+/// With `encoded=True` each item comes as `bytes`, already in its wire form
+/// (`dumps_internal(item)`), except an item the serializer would reject (a name that is not
+/// UTF-8), which comes as the Python value.
 #[pyclass(name = "TreeWalk", module = "execnet._core")]
 pub struct TreeWalkPy {
     walker: Option<rsync::Walker>,
     filter: Option<Py<PyAny>>,
     chunk: usize,
+    encoded: bool,
 }
 
 #[pymethods]
 impl TreeWalkPy {
     #[new]
-    #[pyo3(signature = (root, filter=None, chunk=4096))]
-    fn new(root: PathBuf, filter: Option<Py<PyAny>>, chunk: usize) -> Self {
+    #[pyo3(signature = (root, filter=None, chunk=4096, encoded=false))]
+    fn new(root: PathBuf, filter: Option<Py<PyAny>>, chunk: usize, encoded: bool) -> Self {
         TreeWalkPy {
             walker: Some(rsync::Walker::new(&root)),
             filter,
             chunk: chunk.max(1),
+            encoded,
         }
     }
 
@@ -138,6 +144,9 @@ impl TreeWalkPy {
         let part = walker.take();
         if done {
             self.walker = None;
+        }
+        if self.encoded {
+            return encoded_walk_to_py(py, &part).map(Some);
         }
         walk_to_py(py, &part).map(Some)
     }
@@ -192,6 +201,24 @@ fn walk_to_py<'py>(
     let items = PyList::empty(py);
     for entry in &walked.entries {
         items.append(entry_to_py(py, entry)?)?;
+    }
+    let links = PyList::empty(py);
+    for link in &walked.links {
+        links.append(link.as_os_str())?;
+    }
+    Ok((items, links))
+}
+
+fn encoded_walk_to_py<'py>(
+    py: Python<'py>,
+    walked: &Walk,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let items = PyList::empty(py);
+    for entry in &walked.entries {
+        match rsync::encode_entry(entry) {
+            Some(data) => items.append(PyBytes::new(py, &data))?,
+            None => items.append(entry_to_py(py, entry)?)?,
+        }
     }
     let links = PyList::empty(py);
     for link in &walked.links {
