@@ -100,20 +100,18 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
     Ok(encode(&data))
 }
 
+/// What [`read_small`] returns for one file.
+pub type SmallRead = io::Result<Option<Vec<u8>>>;
+
 /// [`read_small`] for many files, in input order, on up to `threads` threads.
 #[must_use]
-pub fn read_small_files(
-    paths: &[PathBuf],
-    limit: u64,
-    threads: usize,
-) -> Vec<io::Result<Option<Vec<u8>>>> {
+pub fn read_small_files(paths: &[PathBuf], limit: u64, threads: usize) -> Vec<SmallRead> {
     let workers = threads.min(paths.len() / MIN_FILES_PER_THREAD).max(1);
     if workers < 2 {
         return paths.iter().map(|p| read_small(p, limit)).collect();
     }
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<io::Result<Option<Vec<u8>>>>>> =
-        paths.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<SmallRead>>> = paths.iter().map(|_| Mutex::new(None)).collect();
     thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
