@@ -434,9 +434,11 @@ class _SshControlRegistry:
 
 
 _ssh_controls = _SshControlRegistry()
-# Registered at import, before any Group's hook: atexit runs hooks in reverse, so the groups
-# terminate their gateways first and the masters are stopped last.
-atexit.register(_ssh_controls.shutdown)
+if __name__ != "__channelexec__":
+    # Registered at import, before any Group's hook: atexit runs hooks in reverse, so the
+    # groups terminate their gateways first and the masters are stopped last. (A forwarder
+    # runs this text once per proxied gateway; its masters end with their last gateway.)
+    atexit.register(_ssh_controls.shutdown)
 
 
 def _ssh_target_args(spec: Any) -> list[str]:
