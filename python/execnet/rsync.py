@@ -44,8 +44,9 @@ _VANISHED = dumps_internal((None, 0, 0))
 #: A serialized ``bytes`` value: opcode and length, the content, STOP.
 _PAYLOAD_HEADER = 5
 _PAYLOAD_OVERHEAD = 6
-#: Files up to this size are read in batches; larger ones straight into their message.
-_SMALL_FILE = 256 * 1024
+#: Files up to this size are read in batches (at most 256 of them, so 16 MiB held at once);
+#: larger ones straight into their message when they are sent.
+_SMALL_FILE = 64 * 1024
 #: Reading on more threads did not pay on two shared cores (the receiver needs one).
 _READ_THREADS = 1
 
@@ -314,6 +315,12 @@ class RSync:
     def _process(self, batch: list[tuple[Channel, Any]]) -> None:
         digests = self._source_digests(batch)
         self._payloads = self._read_small_files(batch)
+        try:
+            self._answer(batch, digests)
+        finally:
+            self._payloads = {}
+
+    def _answer(self, batch: list[tuple[Channel, Any]], digests: dict[str, bytes | None]) -> None:
         for channel, req in batch:
             if req is None:
                 self._channel_ended(channel)
