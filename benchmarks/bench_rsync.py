@@ -7,6 +7,10 @@ Scenarios on tmpfs (``/dev/shm``):
 * ``changed``: 10 files changed (5 with a new size, 5 with the same size, so the MD5 path runs);
 * ``noop100k``: no-op sync of a 100,000-file tree (``--big`` to include it).
 
+Besides wall time it reports the CPU time (user + system) of every process taking part: the
+master and its worker for execnet (read with ``getrusage`` before and after, untimed), the
+``rsync`` processes for rsync. On a shared machine CPU time is disturbed less than wall time.
+
 Each implementation runs in its own long-lived process with one popen gateway (gateway start is
 not timed; ``rsync`` is a command, so its process start is). Rounds alternate the order of the
 implementations; the median of the rounds is reported with ratios against upstream and rsync.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,19 +41,27 @@ UPSTREAM = REPO / ".side" / "upstream-2.1.2"
 # The runner executes inside each implementation's process: it reads one command per line
 # ("sync <src> <dst>") and answers with the elapsed seconds, or "exit".
 RUNNER = r"""
-import sys, time, execnet
+import resource, sys, time, execnet
 gw = execnet.makegateway("popen")
 print("ready", execnet.__file__, flush=True)
+CPU = "import resource; r = resource.getrusage(resource.RUSAGE_SELF); channel.send(r.ru_utime + r.ru_stime)"
+
+def cpu():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + gw.remote_exec(CPU).receive()
+
 for line in sys.stdin:
     cmd = line.split()
     if not cmd or cmd[0] == "exit":
         break
     _, src, dst = cmd
+    cpu0 = cpu()
     t0 = time.perf_counter()
     rsync = execnet.RSync(src, verbose=False)
     rsync.add_target(gw, dst, delete=True)
     rsync.send()
-    print(time.perf_counter() - t0, flush=True)
+    elapsed = time.perf_counter() - t0
+    print(elapsed, cpu() - cpu0, flush=True)
 gw.exit()
 """
 
@@ -77,15 +90,21 @@ class Impl:
         assert ready and ready[0] == "ready", ready
         self.module = ready[1]
 
-    def sync(self, src: Path, dst: Path) -> float:
+    def sync(self, src: Path, dst: Path) -> tuple[float, float]:
+        """Wall seconds and CPU seconds (every process taking part) of one sync."""
         if self.proc is None:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             subprocess.run(["rsync", "-a", "--delete", f"{src}/", f"{dst}/"], check=True)
-            return time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            return elapsed, cpu
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"sync {src} {dst}\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        elapsed, cpu = self.proc.stdout.readline().split()
+        return float(elapsed), float(cpu)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.stdin is not None:
@@ -155,6 +174,7 @@ def run(rounds: int, big: bool, base: Path, fast: bool = False) -> dict[str, Any
         sys.exit("the rsync command is needed: apt-get install rsync")
     impls = [Impl("ours"), Impl("upstream"), Impl("rsync")]
     results: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     correct: dict[str, bool] = {}
     try:
         src = base / "src"
@@ -172,8 +192,9 @@ def run(rounds: int, big: bool, base: Path, fast: bool = False) -> dict[str, Any
                     dst = base / f"dst-{impl.name}"
                     if scenario == "full":
                         shutil.rmtree(dst, ignore_errors=True)
-                    seconds = impl.sync(src, dst)
+                    seconds, cpu_s = impl.sync(src, dst)
                     results.setdefault(scenario, {}).setdefault(impl.name, []).append(seconds)
+                    cpu.setdefault(scenario, {}).setdefault(impl.name, []).append(cpu_s)
                     correct[impl.name] = correct.get(impl.name, True) and same_tree(src, dst)
         if big:
             src100k = base / "src100k"
@@ -182,8 +203,9 @@ def run(rounds: int, big: bool, base: Path, fast: bool = False) -> dict[str, Any
                 impl.sync(src100k, base / f"big-{impl.name}")
             for r in range(max(1, rounds // 2)):
                 for impl in impls if r % 2 == 0 else impls[::-1]:
-                    seconds = impl.sync(src100k, base / f"big-{impl.name}")
+                    seconds, cpu_s = impl.sync(src100k, base / f"big-{impl.name}")
                     results.setdefault("noop100k", {}).setdefault(impl.name, []).append(seconds)
+                    cpu.setdefault("noop100k", {}).setdefault(impl.name, []).append(cpu_s)
     finally:
         for impl in impls:
             impl.close()
@@ -198,6 +220,11 @@ def run(rounds: int, big: bool, base: Path, fast: bool = False) -> dict[str, Any
         "modules": {i.name: getattr(i, "module", "rsync") for i in impls},
         "median_seconds": medians,
         "all_seconds": results,
+        "median_cpu_seconds": {
+            scenario: {name: statistics.median(times) for name, times in per.items()}
+            for scenario, per in cpu.items()
+        },
+        "all_cpu_seconds": cpu,
         "correct": correct,
     }
 
@@ -209,14 +236,19 @@ def report(data: dict[str, Any]) -> str:
         f"{data['machine']['cpus']} CPUs, load average after the run "
         f"{data['machine']['loadavg_after'][0]:.1f}",
         "",
-        "| scenario | execnet-rs | upstream 2.1.2 | rsync -a | rs / upstream | rs / rsync |",
-        "|---|---|---|---|---|---|",
+        "| scenario | execnet-rs | upstream 2.1.2 | rsync -a | rs / upstream | rs / rsync "
+        "| CPU: execnet-rs | upstream | rsync -a | rs / upstream | rs / rsync |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, med in data["median_seconds"].items():
         ours, up, rs = med["ours"], med["upstream"], med["rsync"]
+        c = data["median_cpu_seconds"][scenario]
+        c_ours, c_up, c_rs = c["ours"], c["upstream"], c["rsync"]
         lines.append(
             f"| {scenario} | {ours * 1e3:.0f} ms | {up * 1e3:.0f} ms | {rs * 1e3:.0f} ms "
-            f"| {ours / up:.2f}x | {ours / rs:.2f}x |"
+            f"| {ours / up:.2f}x | {ours / rs:.2f}x "
+            f"| {c_ours * 1e3:.0f} ms | {c_up * 1e3:.0f} ms | {c_rs * 1e3:.0f} ms "
+            f"| {c_ours / c_up:.2f}x | {c_ours / c_rs:.2f}x |"
         )
     return "\n".join(lines)
 

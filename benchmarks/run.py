@@ -21,6 +21,7 @@ way they point. Targets are reported, never asserted. See ``_side.py`` for the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import os
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from workloads import xdist_suites  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GATEWAY_SCRIPT = HERE / "workloads" / "gateway_workloads.py"
+SSH_SCRIPT = HERE / "workloads" / "ssh_workloads.py"
 BASELINE_SCRIPT = HERE / "workloads" / "baselines.py"
 SIDES = ("upstream", "ours")
 
@@ -209,6 +211,89 @@ def gateway_workloads(quick: bool) -> list[Workload]:
         ),
     ]
     return w
+
+
+#: The loopback sshd of the ssh workloads: ``main`` sets "ssh" (the ``ssh=`` value) when one runs.
+SSH_SERVER: dict[str, str] = {}
+
+
+def _ssh_script(name: str, reuse: bool, **params: Any) -> Callable[[str], list[str]]:
+    def argv(python: str) -> list[str]:
+        # Each side runs its own interpreter remotely; upstream ignores the ssh_reuse key.
+        spec = f"ssh={SSH_SERVER['ssh']}//python={python}" + ("//ssh_reuse" if reuse else "")
+        return _script(SSH_SCRIPT, name, spec=spec, **params)(python)
+
+    return argv
+
+
+def ssh_workloads(quick: bool) -> list[Workload]:
+    """ssh gateways to a loopback sshd, without and with connection reuse (``ssh_reuse``).
+
+    Upstream has no reuse: its side runs the same spec with plain connections, so the
+    ``*_reuse`` ratios compare our reuse against upstream's one connection per gateway.
+    """
+    iterations = 1 if quick else 3
+    w = []
+    for reuse in (False, True):
+        suffix, how = ("_reuse", ", ours with `ssh_reuse`") if reuse else ("", "")
+        w += [
+            Workload(
+                f"ssh_start{suffix}",
+                "ssh",
+                f"`makegateway(ssh)` + first round trip, alone{how}",
+                "s",
+                "lower",
+                5,
+                _ssh_script("start", reuse, iterations=iterations),
+            ),
+            Workload(
+                f"ssh_second{suffix}",
+                "ssh",
+                f"another ssh gateway to the same host while one is open{how}",
+                "s",
+                "lower",
+                5,
+                _ssh_script("second", reuse, iterations=iterations),
+            ),
+            Workload(
+                f"ssh_gateways4{suffix}",
+                "ssh",
+                f"4 ssh gateways to one host in a row, a round trip each{how}",
+                "s",
+                "lower",
+                3,
+                _ssh_script("gateways", reuse, n=4),
+            ),
+        ]
+    return w
+
+
+@contextlib.contextmanager
+def ssh_server(needed: bool, log: Callable[[str], None]) -> Iterator[str | None]:
+    """Run the tests' loopback sshd while the ssh workloads need it; None if it cannot run."""
+    if not needed:
+        yield None
+        return
+    sys.path.insert(0, str(_side.REPO / "tests"))
+    import _sshd
+
+    reason = _sshd.available()
+    if reason is not None:
+        yield reason
+        return
+    with tempfile.TemporaryDirectory(prefix="execnet-bench-sshd-") as tmp:
+        try:
+            server = _sshd.start(Path(tmp), python=sys.executable)
+        except _sshd.SshdError as exc:
+            yield str(exc)
+            return
+        log(f"loopback sshd on port {server.port} (pid {server.process.pid})")
+        SSH_SERVER["ssh"] = server.ssh
+        try:
+            yield None
+        finally:
+            SSH_SERVER.clear()
+            server.stop()
 
 
 def xdist_workloads(suite_root: Path, quick: bool) -> list[Workload]:
@@ -572,7 +657,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME",
-        help="workload name, glob or section (start, messages, bulk, gateways, xdist, external); "
+        help="workload name, glob or section (start, messages, bulk, gateways, ssh, xdist, external); "
         "repeatable, comma-separated",
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
@@ -600,7 +685,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     runner = Runner(args)
     suite_root = _side.SIDE / ("bench-suites-quick" if args.quick else "bench-suites")
-    all_workloads = gateway_workloads(args.quick) + xdist_workloads(suite_root, args.quick)
+    all_workloads = (
+        gateway_workloads(args.quick)
+        + ssh_workloads(args.quick)
+        + xdist_workloads(suite_root, args.quick)
+    )
     externals = [n for n, f in EXTERNAL.items() if (HERE / f).exists()]
     if args.list:
         for w in all_workloads:
@@ -656,8 +745,15 @@ def main(argv: list[str]) -> int:
     external: dict[str, Any] = {}
     interrupted = False
     try:
-        with tempfile.TemporaryDirectory(prefix="execnet-bench-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="execnet-bench-") as tmp,
+            ssh_server(any(w.section == "ssh" for w in gateway_sel), runner.log) as no_sshd,
+        ):
             cwd = Path(tmp)
+            if no_sshd:
+                gateway_sel = [w for w in gateway_sel if w.section != "ssh"]
+                warnings.append(f"no ssh workloads: {no_sshd}")
+                runner.log("WARNING: " + warnings[-1])
             if gateway_sel:
                 runner.warm_up(pythons, cwd)
                 runner.run_workloads(gateway_sel, pythons, cwd)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import execnet
 from execnet import RSync
+from execnet.gateway_base import dumps_internal, loads_internal
 
 
 @pytest.fixture
@@ -472,6 +473,52 @@ def test_shipped_source_receiver(group: Any, src: Path, dst: Path) -> None:
     assert snapshot(dst) == snapshot(src)
 
 
+def test_writer_thread_writes_in_order_and_reports_errors(tmp_path: Path) -> None:
+    from execnet import rsync_remote
+
+    written: list[str] = []
+
+    def write(path: str, data: bytes, mode: int | None, mtime: float) -> None:
+        if data == b"fail":
+            raise PermissionError(path)
+        (tmp_path / path).write_bytes(data)
+        os.utime(tmp_path / path, (mtime, mtime))
+        written.append(path)
+
+    writer = rsync_remote._Writer(write)
+    for i in range(200):
+        writer.put((f"f{i}", b"x" * i, None, 1_000_000.0 + i))
+    writer.finish()
+    assert written == [f"f{i}" for i in range(200)]
+    assert (tmp_path / "f199").read_bytes() == b"x" * 199
+    assert os.stat(tmp_path / "f7").st_mtime == 1_000_007.0
+
+    writer = rsync_remote._Writer(write)
+    writer.put(("bad", b"fail", None, 0.0))
+    with pytest.raises(PermissionError, match="bad"):
+        for i in range(1000):  # raised at a later file at the latest
+            writer.put((f"g{i}", b"y", None, 0.0))
+        writer.finish()
+    assert not writer._thread.is_alive()
+
+    # the main thread failed: what was received is still written, then the thread ends
+    writer = rsync_remote._Writer(write)
+    writer.put(("late", b"z", None, 0.0))
+    writer.stop()
+    assert (tmp_path / "late").read_bytes() == b"z"
+
+
+def test_many_files_through_the_writer_thread(gw: Any, src: Path, dst: Path) -> None:
+    for i in range(300):
+        (src / f"f{i:03}").write_bytes(os.urandom(i * 37))
+        os.chmod(src / f"f{i:03}", 0o640 if i % 2 else 0o755)
+    assert len(sync(src, (gw, dst))) == 300
+    assert snapshot(dst) == snapshot(src)
+    for i in (0, 1, 150, 299):
+        assert os.stat(dst / f"f{i:03}").st_mtime == os.stat(src / f"f{i:03}").st_mtime
+    assert sync(src, (gw, dst)) == []
+
+
 @pytest.mark.ssh
 def test_ssh_target(group: Any, sshd: Any, src: Path, dst: Path, tmp_path: Path) -> None:
     gw = group.makegateway(sshd.spec)
@@ -639,6 +686,30 @@ def test_tree_walk_parts_join_to_the_whole_walk(src: Path) -> None:
     assert ref() is None
 
 
+def test_encoded_walk_items(tmp_path: Path) -> None:
+    from execnet import _core
+
+    (tmp_path / "big").write_bytes(b"")
+    os.truncate(tmp_path / "big", 3 << 30)  # sparse; a size beyond int32
+    os.utime(tmp_path / "big", ns=(0, 1_234_567_890_123_456_789))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "名前 é").write_text("x")
+    (tmp_path / "ln").symlink_to("nowhere")
+    (tmp_path / os.fsdecode(b"bad\xff")).write_text("x")
+    plain = [i for p in _core.TreeWalk(str(tmp_path), None, 3) for i in p[0]]
+    encoded = [i for p in _core.TreeWalk(str(tmp_path), None, 3, True) for i in p[0]]
+    assert len(plain) == len(encoded) == 6
+    for item, data in zip(plain, encoded, strict=True):
+        if isinstance(item, list) and any("\udcff" in str(n) for n in item[1:]):
+            assert data == item  # left to the serializer, which rejects it
+            with pytest.raises(execnet.DataFormatError):
+                dumps_internal(item)
+        else:
+            assert type(data) is bytes
+            assert data == dumps_internal(item)
+            assert loads_internal(data) == item
+
+
 def _build(root: Path, spec: dict[str, Any]) -> None:
     for name, node in spec.items():
         path = root / name
@@ -678,6 +749,9 @@ def test_rust_walk_equals_python_walk(tree: dict[str, Any], chunk: int) -> None:
         assert _core.walk_tree(str(root)) == expected
         parts = list(_core.TreeWalk(str(root), None, chunk))
         assert ([i for p in parts for i in p[0]], [ln for p in parts for ln in p[1]]) == expected
+        # serialized by the walk: the same bytes as the serializer gives for each item
+        encoded = [i for p in _core.TreeWalk(str(root), None, chunk, True) for i in p[0]]
+        assert encoded == [dumps_internal(item) for item in expected[0]]
 
         def keep(path: str) -> bool:
             return "a" not in os.path.basename(path)
@@ -741,19 +815,24 @@ def test_walk_unreadable_directory(tmp_path: Path) -> None:
 UPSTREAM = Path(__file__).resolve().parent.parent / ".side" / "upstream-2.1.2"
 
 # Runs in a fresh interpreter with either implementation importable as ``execnet``: records every
-# item the master sends on, and receives from, RSync channels over two syncs of the tree.
+# item the master sends on, and receives from, RSync channels over two syncs of the tree. What
+# the master sends is recorded where it becomes a message (``BaseGateway._send``: every
+# CHANNEL_DATA payload, decoded), so an item that bypasses ``Channel.send`` is still seen; what
+# it receives, in both ways a master can take items (a callback, or ``receive()``).
 TRACE = r"""
 import os, sys
 import execnet
-from execnet.gateway_base import Channel
+from execnet.gateway_base import BaseGateway, Channel, Message, loads_internal
 
 root = sys.argv[1]
 log = []
-orig_send, orig_setcallback = Channel.send, Channel.setcallback
+orig_send, orig_setcallback = BaseGateway._send, Channel.setcallback
+orig_receive = Channel.receive
 
-def send(self, item):
-    log.append(("M>R", item))
-    return orig_send(self, item)
+def send(self, msgcode, channelid=0, data=b""):
+    if msgcode == Message.CHANNEL_DATA:
+        log.append(("M>R", loads_internal(data)))
+    return orig_send(self, msgcode, channelid, data)
 
 def setcallback(self, callback, endmarker=None):
     def wrapped(item):
@@ -761,7 +840,12 @@ def setcallback(self, callback, endmarker=None):
         return callback(item)
     return orig_setcallback(self, wrapped, endmarker=endmarker)
 
-Channel.send, Channel.setcallback = send, setcallback
+def receive(self, timeout=None):
+    item = orig_receive(self, timeout)
+    log.append(("R>M", item))
+    return item
+
+BaseGateway._send, Channel.setcallback, Channel.receive = send, setcallback, receive
 gw = execnet.makegateway("popen")
 progress = []
 reports = []
@@ -849,8 +933,12 @@ def test_messages_match_upstream(tmp_path: Path) -> None:
 
     def normalise(trace: Any, root: Path) -> Any:
         log, progress, reports = ast_replace(trace, str(root), "<root>")
-        # Each direction in order; how the two interleave depends on thread timing.
-        split = {way: [item for w, item in log if w == way] for way in ("M>R", "R>M", "links")}
+        # Each direction in order; how the two interleave depends on thread timing. A None
+        # from the target is a callback's endmarker (the channel closed), not a message.
+        split = {
+            way: [item for w, item in log if w == way and (way != "R>M" or item is not None)]
+            for way in ("M>R", "R>M", "links")
+        }
         return split, sorted(progress), reports
 
     want = normalise(theirs, tmp_path / "theirs")

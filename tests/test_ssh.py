@@ -202,3 +202,212 @@ def test_ssh_config_is_passed(group: Group, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(seen) == 1
     args = seen[0]
     assert args[args.index("-F") + 1] == "qwe"
+
+
+# --- connection reuse (ssh_reuse / EXECNET_SSH_REUSE) ---------------------------------------------
+
+
+def _accepted(sshd: _sshd.Sshd) -> int:
+    """How many ssh connections the server has authenticated so far."""
+    return sshd.log.read_text(errors="replace").count("Accepted publickey")
+
+
+def _master_pid(path: str, sshd: _sshd.Sshd) -> int | None:
+    """The pid of the master listening on control socket ``path`` (``ssh -O check``)."""
+    result = subprocess.run(
+        ["ssh", "-o", f"ControlPath={path}", "-O", "check", *sshd.ssh_args()],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    text = result.stderr.decode()
+    assert text.startswith("Master running (pid="), text
+    return int(text.split("pid=")[1].split(")")[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _upstream_ssh_argv(sshd: _sshd.Sshd) -> list[str]:
+    return [
+        "ssh",
+        "-C",
+        *sshd.ssh_args(),
+        f'{sshd.python} -c "{gateway_io.popen_bootstrapline}"',
+    ]
+
+
+def test_ssh_reuse_off_keeps_the_argv(
+    group: Group, sshd: _sshd.Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(gateway_io.SSH_REUSE_ENV, raising=False)
+    gw = group.makegateway(sshd.spec)
+    assert gw._io.popen.args == _upstream_ssh_argv(sshd)
+    assert gw._io._control is None
+    for value in ("0", "no", "off", "false"):
+        monkeypatch.setenv(gateway_io.SSH_REUSE_ENV, value)
+        assert not gateway_io.ssh_reuse(execnet.XSpec(sshd.spec))
+    monkeypatch.setenv(gateway_io.SSH_REUSE_ENV, "1")
+    # the spec key wins over the environment
+    gw = group.makegateway(f"{sshd.spec}//ssh_reuse=no")
+    assert gw._io.popen.args == _upstream_ssh_argv(sshd)
+    assert gw.remote_exec("channel.send(1)").receive(timeout=30) == 1
+
+
+def test_ssh_reuse_bad_value(group: Group, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="ssh_reuse='maybe'"):
+        group.makegateway("ssh=nowhere.invalid//ssh_reuse=maybe")
+    monkeypatch.setenv(gateway_io.SSH_REUSE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="EXECNET_SSH_REUSE='sometimes'"):
+        group.makegateway("ssh=nowhere.invalid")
+    assert not group
+
+
+def test_ssh_reuse_shares_one_connection(group: Group, sshd: _sshd.Sshd) -> None:
+    before = _accepted(sshd)
+    gw1 = group.makegateway(f"{sshd.spec}//ssh_reuse//id=r1")
+    control = gw1._io._control
+    assert control is not None
+    path = control.path
+    args = gw1._io.popen.args
+    assert args[:8] == [
+        "ssh",
+        "-C",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={path}",
+        "-o",
+        f"ControlPersist={gateway_io.SSH_CONTROL_PERSIST}",
+    ]
+    assert args[8:] == _upstream_ssh_argv(sshd)[2:]
+    directory = os.path.dirname(path)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(directory).st_uid == os.getuid()
+    assert len(os.fsencode(path)) + 17 < 108
+    master = _master_pid(path, sshd)
+    assert master is not None
+    assert master != gw1._io.popen.pid  # the master runs in the background
+
+    gw2 = group.makegateway(f"{sshd.spec}//ssh_reuse//id=r2")
+    assert gw2._io._control is control
+    assert _master_pid(path, sshd) == master
+    pids = [gw.remote_exec("import os; channel.send(os.getpid())") for gw in (gw1, gw2)]
+    worker_pids = [ch.receive(timeout=30) for ch in pids]
+    assert len(set(worker_pids)) == 2
+    ch = gw2.remote_exec("channel.send(channel.receive() * 2)")
+    ch.send(b"xy" * 100_000)
+    assert ch.receive(timeout=30) == b"xy" * 200_000
+    # two gateways, one authenticated connection
+    assert _accepted(sshd) - before == 1
+
+    group.terminate(timeout=10.0)
+    assert not group
+    assert _wait_gone(master), "ssh master outlived the group"
+    assert _master_pid(path, sshd) is None
+    assert not os.path.exists(path)
+    for pid in worker_pids:
+        assert _wait_gone(pid)
+
+
+def test_ssh_reuse_from_environment(
+    group: Group, sshd: _sshd.Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(gateway_io.SSH_REUSE_ENV, "1")
+    before = _accepted(sshd)
+    gws = [group.makegateway(sshd.spec) for _ in range(3)]
+    assert len({gw._io._control for gw in gws}) == 1
+    assert [gw.remote_exec("channel.send(7)").receive(timeout=30) for gw in gws] == [7, 7, 7]
+    assert _accepted(sshd) - before == 1
+
+
+def test_ssh_reuse_master_stops_with_its_last_gateway(group: Group, sshd: _sshd.Sshd) -> None:
+    gw1 = group.makegateway(f"{sshd.spec}//ssh_reuse")
+    gw2 = group.makegateway(f"{sshd.spec}//ssh_reuse")
+    path = gw1._io._control.path
+    master = _master_pid(path, sshd)
+    assert master is not None
+    gw1.exit()
+    gw1.join()
+    gw1._io.wait()
+    # gw2 still uses the master
+    assert _master_pid(path, sshd) == master
+    assert gw2.remote_exec("channel.send(2)").receive(timeout=30) == 2
+    gw2.exit()
+    gw2.join()
+    gw2._io.wait()
+    assert _wait_gone(master)
+
+
+def test_ssh_reuse_different_keys_do_not_share(group: Group, sshd: _sshd.Sshd) -> None:
+    gw = group.makegateway(f"{sshd.spec}//ssh_reuse")
+    assert gw.remote_exec("channel.send(1)").receive(timeout=30) == 1
+    # a rejected key must not ride on the authenticated master
+    with pytest.raises(execnet.HostNotFound) as excinfo:
+        group.makegateway(f"ssh={sshd.bad_ssh}//ssh_reuse")
+    assert "Permission denied" in excinfo.value.detail
+    assert len(group) == 1
+
+
+def test_ssh_reuse_survives_a_killed_master(group: Group, sshd: _sshd.Sshd) -> None:
+    gw1 = group.makegateway(f"{sshd.spec}//ssh_reuse")
+    path = gw1._io._control.path
+    master = _master_pid(path, sshd)
+    assert master is not None
+    ch = gw1.remote_exec("channel.send('ready'); channel.receive()")
+    assert ch.receive(timeout=30) == "ready"
+    os.kill(master, signal.SIGKILL)
+    # the sessions that travelled through it are lost, as with a dropped connection
+    with pytest.raises(EOFError):
+        ch.receive(timeout=30)
+    # the next gateway removes the stale socket and becomes the new master
+    gw2 = group.makegateway(f"{sshd.spec}//ssh_reuse")
+    assert gw2.remote_exec("channel.send(3)").receive(timeout=30) == 3
+    new_master = _master_pid(path, sshd)
+    assert new_master is not None and new_master != master
+    group.terminate(timeout=10.0)
+    assert _wait_gone(new_master)
+
+
+def test_ssh_reuse_master_stopped_at_exit(sshd: _sshd.Sshd, tmp_path: Path) -> None:
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import execnet, sys\n"
+        f"gw = execnet.makegateway({sshd.spec + '//ssh_reuse'!r})\n"
+        "assert gw.remote_exec('channel.send(5)').receive() == 5\n"
+        "print(gw._io._control.path, flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    # the gateway is left to execnet's exit hooks
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    path = proc.stdout.readline().decode().strip()
+    assert path, proc.communicate(timeout=30)
+    master = _master_pid(path, sshd)
+    assert master is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.communicate()[1]
+    assert _wait_gone(master)
+    assert not os.path.exists(os.path.dirname(path))

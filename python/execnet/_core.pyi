@@ -62,6 +62,8 @@ class TreeWalk:
 
     Iterating yields ``(items, links)`` pairs that, joined, equal ``walk_tree(root, filter)``;
     the tree is walked as the parts are taken (without the GIL when there is no ``filter``).
+    With ``encoded=True`` each item is ``dumps_internal(item)`` instead (``bytes``), except one
+    the serializer would reject (a name that is not UTF-8), which stays the Python value.
     """
 
     def __new__(
@@ -69,6 +71,7 @@ class TreeWalk:
         root: str | PathLike[str],
         filter: Callable[[str], object] | None = None,
         chunk: int = 4096,
+        encoded: bool = False,
     ) -> TreeWalk: ...
     def __iter__(self) -> TreeWalk: ...
     def __next__(self) -> tuple[list[Any], list[str]]: ...
@@ -78,6 +81,16 @@ def md5_file(path: str | PathLike[str]) -> bytes:
 
 def md5_files(paths: Sequence[str | PathLike[str]]) -> list[bytes | None]:
     """MD5 digests of many files, hashed in parallel; ``None`` for files that cannot be read."""
+
+def file_payload(path: str | PathLike[str]) -> bytes | None:
+    """The file's content serialized as a ``bytes`` value (``dumps_internal(content)``), read
+    straight into the message; ``None`` if it cannot be read, ``OverflowError`` from 2 GiB."""
+
+def file_payloads(
+    paths: Sequence[str | PathLike[str]], limit: int, threads: int = 1
+) -> list[bytes | None]:
+    """``file_payload`` of each file of at most ``limit`` bytes, read on up to ``threads``
+    threads; ``None`` for a larger file or one that cannot be read."""
 
 # -- gateway I/O core (src/py/mux.rs) ----------------------------------------------------------
 

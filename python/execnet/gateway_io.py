@@ -7,9 +7,16 @@ therefore stay self-contained and stdlib-only.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 
 # typing is for type checkers only (type checkers treat any name TYPE_CHECKING as true)
 TYPE_CHECKING = False
@@ -49,13 +56,25 @@ class Popen2IOMaster:
     shuts itself down instead.
 
     ``stderr_tee=True`` pipes the child's stderr through a thread that copies it to fd 2 and
-    keeps its tail in :attr:`stderr_tail` (used to explain ssh failures).
+    keeps its tail in :attr:`stderr_tail` (used to explain ssh failures). ``control`` is the
+    shared ssh master the child uses (``ssh_reuse``); it is released once the child has exited.
     """
 
     remoteaddress: str
+    #: The ssh master connection this child uses (``ssh_reuse``), released when it ends.
+    _control: _SshControl | None = None
 
-    def __init__(self, args: list[str], execmodel: Any, stderr_tee: bool = False) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        execmodel: Any,
+        stderr_tee: bool = False,
+        control: _SshControl | None = None,
+    ) -> None:
         self.execmodel = execmodel
+        if control is not None:
+            self._control = control
+            self._control_lock = threading.Lock()
         subprocess = execmodel.subprocess
         PIPE = subprocess.PIPE
         self._stderr_chunks: list[bytes] = []
@@ -93,6 +112,10 @@ class Popen2IOMaster:
             pass
         finally:
             self._stderr_done.set()  # type: ignore[union-attr]
+            if self._control is not None:
+                # stderr ends when the ssh client exits, on every path (also when nobody
+                # calls wait(): a failed bootstrap, a kill at the end of terminate).
+                self.wait()
 
     @property
     def stderr_tail(self) -> str:
@@ -154,9 +177,15 @@ class Popen2IOMaster:
     def wait(self) -> int | None:
         """Wait for the child to exit; its return code, or None if it cannot be waited for."""
         try:
-            return self.popen.wait()  # type: ignore[no-any-return]
+            returncode: int | None = self.popen.wait()
         except OSError:
-            return None
+            returncode = None
+        if self._control is not None:
+            with self._control_lock:
+                control, self._control = self._control, None
+            if control is not None:
+                control.release()
+        return returncode
 
     def kill(self) -> None:
         """Kill the child (SIGKILL on POSIX)."""
@@ -193,9 +222,16 @@ def _remote_command(spec: Any) -> str:
     return f'{remotepython} -c "{popen_bootstrapline}"'
 
 
-def ssh_args(spec: Any) -> list[str]:
-    """The argv of an ``ssh=`` gateway's ssh client."""
+def ssh_args(spec: Any, control_path: str | None = None) -> list[str]:
+    """The argv of an ``ssh=`` gateway's ssh client.
+
+    With ``control_path`` (connection reuse, see :func:`ssh_reuse`) the client shares one
+    master connection per path: options given on the command line come before the spec's own
+    and ``ssh_config``'s, so they take precedence. Without it the argv is execnet's.
+    """
     args = ["ssh", "-C"]
+    if control_path is not None:
+        args.extend(_control_options(control_path))
     if spec.ssh_config is not None:
         args.extend(["-F", str(spec.ssh_config)])
     args.extend(spec.ssh.split())
@@ -212,14 +248,229 @@ def vagrant_ssh_args(spec: Any) -> list[str]:
     return args
 
 
+# --- ssh connection reuse ----------------------------------------------------------------------
+
+#: Environment variable that turns connection reuse on for every ``ssh=`` gateway.
+SSH_REUSE_ENV = "EXECNET_SSH_REUSE"
+#: Seconds an idle master outlives its last session when nobody stops it (a killed master
+#: process); normally the master is stopped as soon as its last gateway has ended.
+SSH_CONTROL_PERSIST = 10
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("0", "no", "false", "off", "")
+#: sun_path holds 108 bytes; ssh binds ``<path>.<16 random chars>`` first, then renames.
+_SUN_PATH_MAX = 107 - 17
+
+
+def ssh_reuse(spec: Any) -> bool:
+    """Whether the ``ssh=`` gateway of ``spec`` shares a master connection.
+
+    The spec key ``ssh_reuse`` (a flag, or ``ssh_reuse=yes|no``) decides; without it the
+    environment variable ``EXECNET_SSH_REUSE`` does (``1``/``yes``/``true``/``on``).
+    """
+    value = getattr(spec, "ssh_reuse", None)
+    where = "ssh_reuse"
+    if value is None:
+        value = os.environ.get(SSH_REUSE_ENV)
+        where = SSH_REUSE_ENV
+        if value is None:
+            return False
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{where}={value!r}: expected one of {', '.join(_TRUE + _FALSE[:-1])}")
+
+
+def _control_options(control_path: str) -> list[str]:
+    return [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control_path}",
+        "-o",
+        f"ControlPersist={SSH_CONTROL_PERSIST}",
+    ]
+
+
+class _SshControl:
+    """One master connection shared by the ssh gateways with identical ssh arguments.
+
+    The gateways' own ssh clients run with ``ControlMaster=auto``: the first becomes the
+    master (and backgrounds it, ``ControlPersist``), later ones multiplex over it, and a
+    client that finds a dead master's socket removes it and becomes the new master. Each
+    gateway holds one reference from its start until its ssh client has exited; the last
+    release sends ``ssh -O exit``, so no master outlives the gateways that used it.
+    """
+
+    def __init__(self, path: str, target_args: list[str]) -> None:
+        self.path = path
+        self._target_args = target_args
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def acquire(self) -> None:
+        # Held while a master is being stopped, so that no client attaches to a dying one.
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self.stop()
+
+    def stop(self) -> None:
+        """Ask the master (if one runs) to exit and wait until it has; quietly, it may be
+        gone already."""
+        if not os.path.exists(self.path):
+            return
+        pid = _socket_peer_pid(self.path)
+        try:
+            subprocess.run(
+                ["ssh", *_control_options(self.path), "-O", "exit", *self._target_args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return
+        if pid is not None:
+            # "Exit request sent" comes before the master has closed its connection.
+            deadline = time.monotonic() + _MASTER_EXIT_WAIT
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+
+#: Seconds ``stop`` waits for a master to exit after ``ssh -O exit``.
+_MASTER_EXIT_WAIT = 5.0
+
+
+def _socket_peer_pid(path: str) -> int | None:
+    """The pid of the process listening on the unix socket ``path`` (Linux: SO_PEERCRED)."""
+    import socket
+
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(path)
+            cred = sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", cred)[0]
+    return pid if pid > 0 else None
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pass
+        return True
+
+
+class _SshControlRegistry:
+    """The control sockets of this process: one private directory, one socket per target."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = os.getpid()
+        self._dir: str | None = None
+        self._controls: dict[str, _SshControl] = {}
+
+    def _directory(self) -> str:
+        if self._dir is None or not os.path.isdir(self._dir):
+            base = tempfile.gettempdir()
+            if len(base) > 40 or any(c.isspace() or c == "%" for c in base):
+                # ssh splits option values on whitespace and expands %-tokens in ControlPath
+                base = "/tmp"
+            # mkdtemp: mode 0700, so only this user reaches the sockets
+            self._dir = tempfile.mkdtemp(prefix="execnet-ssh-", dir=base)
+        return self._dir
+
+    def control(self, target_args: list[str]) -> _SshControl:
+        """The shared master for one set of ssh arguments (acquired for the caller)."""
+        key = hashlib.sha256("\0".join(target_args).encode("utf-8", "surrogateescape"))
+        with self._lock:
+            if os.getpid() != self._owner:
+                self._forget_after_fork()
+            path = os.path.join(self._directory(), key.hexdigest()[:16])
+            if len(os.fsencode(path)) > _SUN_PATH_MAX:
+                raise ValueError(f"ssh control socket path too long: {path!r}")
+            control = self._controls.get(path)
+            if control is None:
+                control = self._controls[path] = _SshControl(path, target_args)
+            control.acquire()
+            return control
+
+    def _forget_after_fork(self) -> None:
+        # A forked child does not own its parent's masters.
+        self._owner = os.getpid()
+        self._dir = None
+        self._controls = {}
+
+    def shutdown(self) -> None:
+        """Stop every master of this process and remove the socket directory (atexit)."""
+        if os.getpid() != self._owner:
+            return
+        with self._lock:
+            controls = list(self._controls.values())
+            self._controls = {}
+            directory, self._dir = self._dir, None
+        for control in controls:
+            control.stop()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+_ssh_controls = _SshControlRegistry()
+if __name__ != "__channelexec__":
+    # Registered at import, before any Group's hook: atexit runs hooks in reverse, so the
+    # groups terminate their gateways first and the masters are stopped last. (A forwarder
+    # runs this text once per proxied gateway; its masters end with their last gateway.)
+    atexit.register(_ssh_controls.shutdown)
+
+
+def _ssh_target_args(spec: Any) -> list[str]:
+    """The ssh arguments that pick the connection (``-F`` and the spec's), no command."""
+    args = ["-F", str(spec.ssh_config)] if spec.ssh_config is not None else []
+    return [*args, *spec.ssh.split()]
+
+
 def create_io(spec: Any, execmodel: Any) -> Any:
     """Start the child process described by ``spec`` and return its IO object."""
     if spec.popen:
         args = popen_args(spec)
         return Popen2IOMaster(args, execmodel)
     if spec.ssh:
-        args = ssh_args(spec)
-        io = Popen2IOMaster(args, execmodel, stderr_tee=True)
+        if not ssh_reuse(spec):
+            io = Popen2IOMaster(ssh_args(spec), execmodel, stderr_tee=True)
+            io.remoteaddress = spec.ssh
+            return io
+        control = _ssh_controls.control(_ssh_target_args(spec))
+        try:
+            io = Popen2IOMaster(
+                ssh_args(spec, control.path), execmodel, stderr_tee=True, control=control
+            )
+        except BaseException:
+            control.release()
+            raise
         io.remoteaddress = spec.ssh
         return io
     if spec.vagrant_ssh:

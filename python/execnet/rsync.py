@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import rsync_remote
+from .gateway_base import Message, RemoteError, dumps_internal, loads_internal
 
 try:
     from . import _core
@@ -35,6 +36,19 @@ _LINKS_END = 42
 _CHUNK = 2048
 #: Requests answered together, so that their checksums are computed in one parallel batch.
 _BATCH = 256
+_CHANNEL_DATA = Message.CHANNEL_DATA
+#: ``dumps_internal(None)``: the answer for a file the target already has.
+_NONE = dumps_internal(None)
+#: ``dumps_internal((None, 0, 0))``: the structure item of an entry that vanished.
+_VANISHED = dumps_internal((None, 0, 0))
+#: A serialized ``bytes`` value: opcode and length, the content, STOP.
+_PAYLOAD_HEADER = 5
+_PAYLOAD_OVERHEAD = 6
+#: Files up to this size are read in batches (at most 256 of them, so 16 MiB held at once);
+#: larger ones straight into their message when they are sent.
+_SMALL_FILE = 64 * 1024
+#: Reading on more threads did not pay on two shared cores (the receiver needs one).
+_READ_THREADS = 1
 
 
 def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[Any], list[str]]:
@@ -71,39 +85,47 @@ def _walk_python(root: str, filter: Callable[[str], bool] | None) -> tuple[list[
     return items, links
 
 
-def _md5(data: bytes) -> bytes:
+def _md5(data: bytes | memoryview) -> bytes:
     from hashlib import md5
 
     return md5(data, usedforsecurity=False).digest()
 
 
-def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
-    """A function sending one item to every channel, serialising it only once."""
-    if len(channels) == 1:
-        return channels[0].send
-    try:
-        from .gateway_base import Message, dumps_internal
-    except ImportError:  # pragma: no cover - both are part of the internal contract
-        dumps_internal = None  # type: ignore[assignment]
-    if dumps_internal is None or not all(hasattr(c.gateway, "_send") for c in channels):
-
-        def send_each(item: Any) -> None:
-            for channel in channels:
-                channel.send(item)
-
-        return send_each
-    code = Message.CHANNEL_DATA
+def _data_sender(channels: list[Channel]) -> Callable[[bytes], None] | None:
+    """A function sending one already serialized item to every channel, or None when a
+    channel's gateway has no ``_send`` (then each item goes through ``Channel.send``)."""
+    if not all(hasattr(c.gateway, "_send") for c in channels):
+        return None
     targets = [(channel, channel.gateway._send, channel.id) for channel in channels]
 
-    def send_encoded(item: Any) -> None:
-        data = dumps_internal(item)
+    def send_encoded(data: bytes) -> None:
         for channel, send, channelid in targets:
             # What Channel.send checks, for the same error.
             if channel.isclosed():
                 raise OSError(f"cannot send to {channel!r}")
-            send(code, channelid, data)
+            send(_CHANNEL_DATA, channelid, data)
 
     return send_encoded
+
+
+def _broadcaster(channels: list[Channel]) -> Callable[[Any], None]:
+    """A function sending one item to every channel, serialising it only once."""
+    send_encoded = _data_sender(channels)
+    if send_encoded is None:
+
+        def send_each(item: Any) -> None:
+            if type(item) is bytes:
+                item = loads_internal(item)
+            for channel in channels:
+                channel.send(item)
+
+        return send_each
+
+    def send_item(item: Any) -> None:
+        # bytes are an item serialized by the walk (a bytes item never occurs in the stream)
+        send_encoded(item if type(item) is bytes else dumps_internal(item))
+
+    return send_item
 
 
 class RSync:
@@ -129,6 +151,11 @@ class RSync:
         # Per target: sizes of the requested files (for "ack" progress) and their total.
         self._pending_sizes: dict[Channel, deque[int]] = {}
         self._requested_bytes: dict[Channel, int] = {}
+        self._senders: dict[Channel, Callable[[bytes], None]] = {}
+        # Channels whose requests arrive through a callback, and the one read directly.
+        self._attached: set[Channel] = set()
+        self._direct: Channel | None = None
+        self._payloads: dict[str, bytes | None] = {}
 
     def filter(self, path: str) -> bool:
         """Return False to leave ``path`` (a full source path) out of the transfer."""
@@ -154,13 +181,20 @@ class RSync:
             assert name in ("delete",), name
         channel = gateway.remote_exec(rsync_remote)
         channel.reconfigure(py2str_as_py3str=False, py3str_as_py2str=False)
+        channel.send((str(destdir), options))
+        self._channels[channel] = finishedcallback
+
+    def _attach(self, channel: Channel) -> None:
+        """Deliver the target's requests into the shared queue (several targets at once)."""
+        if channel in self._attached:
+            return
 
         def itemcallback(req: Any) -> None:
             self._receivequeue.put((channel, req))
 
+        # Items that arrived before are handed to the callback first.
         channel.setcallback(itemcallback, endmarker=None)
-        channel.send((str(destdir), options))
-        self._channels[channel] = finishedcallback
+        self._attached.add(channel)
 
     def send(self, raises: bool = True) -> None:
         """Synchronise the source directory to every target added since the last send.
@@ -172,6 +206,15 @@ class RSync:
                 raise OSError("no targets available, maybe you are trying call send() twice?")
             return
         self._links = []
+        channels = list(self._channels)
+        # One target is read from its own queue: with the native gateway I/O its requests
+        # then reach that queue without the GIL, instead of through a callback each.
+        self._direct = channels[0] if len(channels) == 1 else None
+        if self._direct in self._attached:
+            self._direct = None
+        if self._direct is None:
+            for channel in channels:
+                self._attach(channel)
         self._send_directory_structure(self._root())
         while self._channels:
             self._process(self._next_batch())
@@ -194,15 +237,16 @@ class RSync:
         hook = self._filter_hook()
         parts: Iterable[tuple[list[Any], list[str]]]
         if _core is not None:
-            # Parts of the tree go out while the rest is walked, so targets start early.
-            parts = _core.TreeWalk(root, hook, _CHUNK)
+            # Parts of the tree go out while the rest is walked, so targets start early; the
+            # items come serialized already.
+            parts = _core.TreeWalk(root, hook, _CHUNK, True)
         else:
             parts = [_walk_python(root, hook)]
         channels = list(self._channels)
         broadcast = _broadcaster(channels)
         first = True
         for items, links in parts:
-            if first and items and items[0] == (None, 0, 0):
+            if first and items and items[0] in ((None, 0, 0), _VANISHED):
                 # Sending this would make every target delete its copy of the tree.
                 raise FileNotFoundError(errno.ENOENT, "rsync source directory not found", root)
             first = False
@@ -237,6 +281,9 @@ class RSync:
     # -- serving the targets ---------------------------------------------------------------
 
     def _next_batch(self) -> list[tuple[Channel, Any]]:
+        channel = self._direct
+        if channel is not None:
+            return self._next_direct_batch(channel)
         batch = [self._receivequeue.get()]
         while len(batch) < _BATCH:
             try:
@@ -245,8 +292,35 @@ class RSync:
                 break
         return batch
 
+    def _next_direct_batch(self, channel: Channel) -> list[tuple[Channel, Any]]:
+        """Requests of a single target, taken from its channel; ``None`` once it has ended."""
+        batch: list[tuple[Channel, Any]] = []
+        timeout = None
+        while len(batch) < _BATCH:
+            try:
+                batch.append((channel, channel.receive(timeout)))
+            except channel.TimeoutError:
+                break
+            except RemoteError as exc:
+                # receive() hands out the target's error only once: raise it here.
+                self._process(batch)
+                self._channel_ended(channel, exc)
+                return []
+            except EOFError:
+                batch.append((channel, None))
+                break
+            timeout = 0
+        return batch
+
     def _process(self, batch: list[tuple[Channel, Any]]) -> None:
         digests = self._source_digests(batch)
+        self._payloads = self._read_small_files(batch)
+        try:
+            self._answer(batch, digests)
+        finally:
+            self._payloads = {}
+
+    def _answer(self, batch: list[tuple[Channel, Any]], digests: dict[str, bytes | None]) -> None:
         for channel, req in batch:
             if req is None:
                 self._channel_ended(channel)
@@ -282,6 +356,20 @@ class RSync:
         unique = list(dict.fromkeys(paths))
         return dict(zip(unique, _core.md5_files(unique), strict=False))
 
+    def _read_small_files(self, batch: list[tuple[Channel, Any]]) -> dict[str, bytes | None]:
+        """Payloads of the small files that ``batch`` asks for without a checksum, read in
+        one go (larger files are read one at a time, straight into their message)."""
+        if _core is None:
+            return {}
+        paths = [
+            self._source_path(req[1][0])
+            for _, req in batch
+            if req is not None and req[0] == "send" and req[1][1] is None
+        ]
+        if len(paths) < 2:
+            return {}
+        return dict(zip(paths, _core.file_payloads(paths, _SMALL_FILE, _READ_THREADS), strict=True))
+
     def _source_path(self, components: list[str]) -> str:
         return os.path.join(self._root(), *components)
 
@@ -294,25 +382,41 @@ class RSync:
         components, checksum = data
         path = self._source_path(components)
         known = digests.get(path)
-        content: bytes | None
+        payload: bytes | None
         if checksum is not None and known is not None and known == checksum:
-            content = None
+            payload = None
             size = self._size(path) if self._callback is not None else 0
         else:
-            try:
-                with open(path, "rb") as f:
-                    content = f.read()
-            except OSError:
-                content = None
-            size = 0 if content is None else len(content)
-            if content is not None:
-                if checksum is not None and known is None and checksum == _md5(content):
-                    content = None
+            payload = self._payloads.get(path) or self._read_payload(path)
+            size = 0 if payload is None else len(payload) - _PAYLOAD_OVERHEAD
+            if payload is not None:
+                if (
+                    checksum is not None
+                    and known is None
+                    and checksum == _md5(memoryview(payload)[_PAYLOAD_HEADER:-1])
+                ):
+                    payload = None
                 else:
                     self._report_send_file(channel.gateway, os.path.join("", *components))
         self._pending_sizes.setdefault(channel, deque()).append(size)
         self._requested_bytes[channel] = self._requested_bytes.get(channel, 0) + size
-        self._send_to(channel, content)
+        self._send_data(channel, _NONE if payload is None else payload)
+
+    @staticmethod
+    def _read_payload(path: str) -> bytes | None:
+        """The file's content serialized as ``bytes`` (what ``Channel.send(content)`` would
+        put on the wire), or None if it cannot be read."""
+        if _core is not None:
+            try:
+                return _core.file_payload(path)
+            except OverflowError:
+                pass  # 2 GiB or more: let the serializer raise its error below
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError:
+            return None
+        return dumps_internal(content)
 
     @staticmethod
     def _size(path: str) -> int:
@@ -322,8 +426,17 @@ class RSync:
             return 0
 
     def _send_to(self, channel: Channel, item: Any) -> None:
+        self._send_data(channel, dumps_internal(item))
+
+    def _send_data(self, channel: Channel, data: bytes) -> None:
+        """Send one serialized item (``dumps_internal`` form) on ``channel``."""
+        send = self._senders.get(channel)
+        if send is None:
+            send = self._senders[channel] = _data_sender([channel]) or (
+                lambda data: channel.send(loads_internal(data))
+            )
         try:
-            channel.send(item)
+            send(data)
         except OSError as exc:
             self._raise_target_failure(exc, [channel])
 
@@ -349,11 +462,13 @@ class RSync:
             finishedcallback()
         channel.waitclose()
 
-    def _channel_ended(self, channel: Channel) -> None:
+    def _channel_ended(self, channel: Channel, error: RemoteError | None = None) -> None:
         if channel not in self._channels:
             return  # finished normally; this is its close
         del self._channels[channel]
         self._forget(channel)
+        if error is not None:
+            raise error
         try:
             channel.waitclose()
         except EOFError as exc:
@@ -361,5 +476,9 @@ class RSync:
         raise OSError(f"connection unexpectedly closed: {channel.gateway} ")
 
     def _forget(self, channel: Channel) -> None:
+        self._senders.pop(channel, None)
+        self._attached.discard(channel)
+        if self._direct is channel:
+            self._direct = None
         self._pending_sizes.pop(channel, None)
         self._requested_bytes.pop(channel, None)

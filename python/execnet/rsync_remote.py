@@ -49,6 +49,60 @@ def _file_md5(path: str) -> bytes:
             digest.update(chunk)
 
 
+#: Requested files from which writing them on a second thread pays for starting it.
+_WRITER_MIN_FILES = 16
+#: Received files that may wait for the writer thread (bounds the memory they hold).
+_WRITE_AHEAD = 64
+
+
+class _Writer:
+    """Writes received files on a second thread while the main thread receives the next ones
+    (file creation and writing release the GIL). The messages are unchanged: each file is
+    acknowledged when it is received, as before; an error while writing is raised in the
+    main thread at its next file, or at the end."""
+
+    def __init__(self, write: Any) -> None:
+        import queue
+        import threading
+
+        self._write = write
+        self._jobs: Any = queue.Queue(maxsize=_WRITE_AHEAD)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="execnet-rsync-writer")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*job)
+                except BaseException as exc:  # handed to the main thread
+                    self._error = exc
+
+    def put(self, job: tuple[str, bytes, int | None, float]) -> None:
+        if self._error is not None:
+            self.finish()
+        self._jobs.put(job)
+
+    def finish(self) -> None:
+        """Wait until everything is written; raise what failed."""
+        self._jobs.put(None)
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        """Let the thread end after writing the files already received (the main thread
+        failed, and raises its own error)."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class _Receiver:
     def __init__(self, channel: Any, destdir: str, options: dict[str, Any]) -> None:
         self.channel = channel
@@ -81,24 +135,26 @@ class _Receiver:
                         pass
             shutil.rmtree(path, ignore_errors=True)
 
-    def mirror(self, path: str, parent: list[str], name: str | None) -> None:
+    def mirror(self, path: str, parent: list[str], name: str | None, fresh: bool = False) -> None:
         """Mirror one structure item (and, for a directory, everything below it) at ``path``.
 
         ``parent`` holds the path components of the containing directory, ``name`` is the
         entry's own (``None`` for the root); the entry's component list is built only when
-        it is needed, which for an unchanged file it is not.
+        it is needed, which for an unchanged file it is not. ``fresh`` says that the
+        containing directory was just created here, so nothing exists at ``path`` yet.
         """
         st: os.stat_result | None = None
-        try:
-            # The destination root is followed when it is a symlink (to a directory, say); a
-            # dangling one is replaced.
-            st = os.lstat(path) if name is not None else os.stat(path)
-        except OSError:
-            if name is None:
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    pass
+        if not fresh:
+            try:
+                # The destination root is followed when it is a symlink (to a directory, say);
+                # a dangling one is replaced.
+                st = os.lstat(path) if name is not None else os.stat(path)
+            except OSError:
+                if name is None:
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        pass
         msg = self.channel.receive()
         if isinstance(msg, list):
             self.mirror_directory(path, parent if name is None else [*parent, name], st, msg)
@@ -111,7 +167,8 @@ class _Receiver:
         if st is not None and not stat.S_ISDIR(st.st_mode):
             os.unlink(path)
             st = None
-        if st is None:
+        fresh = st is None
+        if fresh:
             os.makedirs(path)
         mode = msg[0]
         # Owner rwx so that the entries below can be written even for a read-only source.
@@ -120,8 +177,8 @@ class _Receiver:
         names = msg[1:]
         base = path if path.endswith(os.sep) else path + os.sep
         for name in names:
-            self.mirror(base + name, components, name)
-        if self.delete:
+            self.mirror(base + name, components, name, fresh)
+        if self.delete and not fresh:
             keep = set(names)
             for name in os.listdir(path):
                 if name not in keep:
@@ -178,11 +235,34 @@ class _Receiver:
         finally:
             os.close(fd)
 
+    def _writer(self) -> _Writer | None:
+        """A writer thread when there is enough to write and the worker runs real threads."""
+        if not _FD_TIMES or len(self.requested) < _WRITER_MIN_FILES:
+            return None
+        execmodel = getattr(getattr(self.channel, "gateway", None), "execmodel", None)
+        if getattr(execmodel, "backend", None) not in ("thread", "main_thread_only"):
+            return None
+        return _Writer(self.write)
+
     def receive_files(self) -> None:
+        writer = self._writer()
+        try:
+            self._receive_files(writer)
+        except BaseException:
+            if writer is not None:
+                writer.stop()
+            raise
+        if writer is not None:
+            writer.finish()
+
+    def _receive_files(self, writer: _Writer | None) -> None:
         for path, components, (mode, mtime, _size) in self.requested:
             data = self.channel.receive()
             self.channel.send(("ack", os.sep.join(components)))
             if data is not None:
+                if writer is not None:
+                    writer.put((path, data, mode, mtime))
+                    continue
                 self.write(path, data, mode, mtime)
                 if _FD_TIMES:
                     continue

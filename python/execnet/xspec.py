@@ -35,6 +35,7 @@ class XSpec:
     via: str | None
     installvia: str | None
     ssh_config: str | None
+    ssh_reuse: str | bool | None
 
     def __init__(self, string: str) -> None:
         self._spec = string

@@ -16,7 +16,7 @@ pub mod _core {
     use super::codec::{dumps, dumps_internal, loads, loads_internal, scan_payload};
 
     #[pymodule_export]
-    use super::rsync::{md5_file, md5_files, walk_tree, TreeWalkPy};
+    use super::rsync::{file_payload, file_payloads, md5_file, md5_files, walk_tree, TreeWalkPy};
 
     #[pymodule_export]
     use super::mux::{ChannelQueuePy, MuxPy};

@@ -1,15 +1,16 @@
 //! Bindings of the rsync engine: the sender's walk and MD5 helpers.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyNone};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::rsync::{self, Entry, Walk};
+use crate::rsync::{self, payload, Entry, Walk};
 
 /// How long the walk runs without the GIL before it looks for pending signals.
 const SLICE: Duration = Duration::from_millis(50);
@@ -96,22 +97,28 @@ pub fn walk_tree<'py>(
 /// Iterating yields `(items, links)` pairs; joined, they equal `walk_tree(root, filter)`.
 /// Not frozen on purpose: the walk is state of one consumer, and pyo3's borrow check turns a
 /// re-entrant `next()` (from inside `filter`) into a clean `RuntimeError`.
+///
+/// With `encoded=True` each item comes as `bytes`, already in its wire form
+/// (`dumps_internal(item)`), except an item the serializer would reject (a name that is not
+/// UTF-8), which comes as the Python value.
 #[pyclass(name = "TreeWalk", module = "execnet._core")]
 pub struct TreeWalkPy {
     walker: Option<rsync::Walker>,
     filter: Option<Py<PyAny>>,
     chunk: usize,
+    encoded: bool,
 }
 
 #[pymethods]
 impl TreeWalkPy {
     #[new]
-    #[pyo3(signature = (root, filter=None, chunk=4096))]
-    fn new(root: PathBuf, filter: Option<Py<PyAny>>, chunk: usize) -> Self {
+    #[pyo3(signature = (root, filter=None, chunk=4096, encoded=false))]
+    fn new(root: PathBuf, filter: Option<Py<PyAny>>, chunk: usize, encoded: bool) -> Self {
         TreeWalkPy {
             walker: Some(rsync::Walker::new(&root)),
             filter,
             chunk: chunk.max(1),
+            encoded,
         }
     }
 
@@ -137,6 +144,9 @@ impl TreeWalkPy {
         let part = walker.take();
         if done {
             self.walker = None;
+        }
+        if self.encoded {
+            return encoded_walk_to_py(py, &part).map(Some);
         }
         walk_to_py(py, &part).map(Some)
     }
@@ -199,6 +209,24 @@ fn walk_to_py<'py>(
     Ok((items, links))
 }
 
+fn encoded_walk_to_py<'py>(
+    py: Python<'py>,
+    walked: &Walk,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let items = PyList::empty(py);
+    for entry in &walked.entries {
+        match rsync::encode_entry(entry) {
+            Some(data) => items.append(PyBytes::new(py, &data))?,
+            None => items.append(entry_to_py(py, entry)?)?,
+        }
+    }
+    let links = PyList::empty(py);
+    for link in &walked.links {
+        links.append(link.as_os_str())?;
+    }
+    Ok((items, links))
+}
+
 /// MD5 digest (16 raw bytes) of the file at `path`; the GIL is released while hashing.
 #[pyfunction]
 pub fn md5_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
@@ -220,6 +248,110 @@ pub fn md5_files<'py>(py: Python<'py>, paths: Vec<PathBuf>) -> PyResult<Bound<'p
             match digest {
                 Ok(d) => out.append(PyBytes::new(py, &d))?,
                 Err(_) => out.append(PyNone::get(py))?,
+            }
+        }
+        py.check_signals()?;
+    }
+    Ok(out)
+}
+
+/// Bytes read from a file between two looks for pending signals (Ctrl-C).
+const READ_SLICE: usize = 16 * 1024 * 1024;
+
+/// The content of the file at `path` as the channel carries it: the serialized form of a
+/// `bytes` value, which `execnet.gateway_base.loads_internal` turns back into the content.
+/// The file is read straight into the message (the GIL released), so a large file is copied
+/// once. `None` when the file cannot be opened or read; `OverflowError` when it is 2 GiB or
+/// larger, which the serializer cannot encode.
+#[pyfunction]
+pub fn file_payload<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let opened = py.detach(|| {
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        Ok::<_, std::io::Error>((file, len))
+    });
+    let Ok((mut file, len)) = opened else {
+        return Ok(None);
+    };
+    if len > payload::MAX_CONTENT {
+        return Err(PyOverflowError::new_err(format!(
+            "{} is too large to send ({len} bytes)",
+            path.display()
+        )));
+    }
+    let len = usize::try_from(len).map_err(|e| PyOverflowError::new_err(e.to_string()))?;
+    let Some(head) = payload::header(len) else {
+        return Err(PyOverflowError::new_err("file too large"));
+    };
+    // Whether the file still had exactly `len` bytes when it was read.
+    let mut exact = true;
+    let mut failed = false;
+    let bytes = PyBytes::new_with(py, len + payload::OVERHEAD, |buf| {
+        let (front, rest) = buf.split_at_mut(payload::HEADER_LEN);
+        front.copy_from_slice(&head);
+        let (body, tail) = rest.split_at_mut(len);
+        tail.fill(payload::STOP);
+        for slice in body.chunks_mut(READ_SLICE) {
+            let want = slice.len();
+            match py.detach(|| payload::read_full(&mut file, slice)) {
+                Ok(n) if n == want => {}
+                Ok(_) => {
+                    exact = false;
+                    return Ok(());
+                }
+                Err(_) => {
+                    failed = true;
+                    return Ok(());
+                }
+            }
+            py.check_signals()?;
+        }
+        match py.detach(|| payload::at_end(&mut file)) {
+            Ok(end) => exact = end,
+            Err(_) => failed = true,
+        }
+        Ok(())
+    })?;
+    if failed {
+        return Ok(None);
+    }
+    if exact {
+        return Ok(Some(bytes));
+    }
+    // The file changed size while it was read: send what it holds now, as a plain read would.
+    drop(bytes);
+    let Ok(data) = py.detach(|| std::fs::read(&path)) else {
+        return Ok(None);
+    };
+    match payload::encode(&data) {
+        Some(encoded) => Ok(Some(PyBytes::new(py, &encoded))),
+        None => Err(PyOverflowError::new_err(format!(
+            "{} is too large to send ({} bytes)",
+            path.display(),
+            data.len()
+        ))),
+    }
+}
+
+/// [`file_payload`] for a batch of small files: the payload of each file of at most `limit`
+/// bytes, read on up to `threads` threads with the GIL released, and `None` for a larger file
+/// (to be read with `file_payload`) or one that cannot be read.
+#[pyfunction]
+#[pyo3(signature = (paths, limit, threads=1))]
+pub fn file_payloads<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    limit: u64,
+    threads: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    // Slices keep Ctrl-C responsive while a large batch is read.
+    for slice in paths.chunks(256) {
+        let read = py.detach(|| payload::read_small_files(slice, limit, threads));
+        for result in read {
+            match result {
+                Ok(Some(data)) => out.append(PyBytes::new(py, &data))?,
+                Ok(None) | Err(_) => out.append(PyNone::get(py))?,
             }
         }
         py.check_signals()?;

@@ -6,10 +6,13 @@
 //!
 //! Nothing here touches Python; `crate::py::rsync` converts the results.
 
+mod encode;
 mod error;
 mod hash;
+pub mod payload;
 mod walk;
 
+pub use encode::encode_entry;
 pub use error::{Error, Result};
 pub use hash::{md5_bytes, md5_file, md5_files, read_file, Digest};
 pub use walk::{walk, walk_unfiltered, Entry, FileInfo, Walk, Walker};
