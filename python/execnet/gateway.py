@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import os
+import select
+import signal
 import textwrap
+import time
 import types
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import gateway_base
@@ -15,19 +20,190 @@ from .gateway_base import IO, BaseGateway, Channel, Message
 if TYPE_CHECKING:
     from .xspec import XSpec
 
-__all__ = ["Gateway", "RInfo", "RemoteStatus", "rinfo_source"]
+__all__ = ["CauseOfDeath", "Gateway", "RInfo", "RemoteStatus", "rinfo_source"]
+
+#: Environment variable giving the heartbeat interval (seconds) of gateways whose spec has no
+#: ``heartbeat=`` key. Unset, empty or ``0``: no heartbeats.
+HEARTBEAT_ENV = "EXECNET_HEARTBEAT"
+
+#: How long the receiver waits, once the remote's output ended, for a local process's exit status.
+_EXIT_STATUS_WAIT = 0.25
+
+
+@dataclass(frozen=True)
+class CauseOfDeath:
+    """How the remote side of a gateway ended (:attr:`Gateway.cause_of_death`).
+
+    ``kind`` is one of:
+
+    * ``"exited"``: the process exited by itself with ``returncode``;
+    * ``"killed"``: the process was ended by the signal named in ``signal`` (``"SIGKILL"``);
+    * ``"connection lost"``: the connection ended and no exit status is known (socket and
+      ``via=`` gateways, an ssh connection that dropped, a process that closed its output but
+      still ran); ``detail`` says what is known;
+    * ``"unresponsive"``: heartbeats went unanswered (``heartbeat=`` spec key); this side then
+      ended the process or connection;
+    * ``"terminated"``: this side asked it to end (``Gateway.exit()``, ``Group.terminate()``);
+      ``returncode``/``signal`` tell how the process then ended, if known.
+    """
+
+    kind: str
+    returncode: int | None = None
+    signal: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "exited":
+            return f"remote exited with code {self.returncode}"
+        if self.kind == "killed":
+            return f"remote killed by {self.signal}"
+        if self.kind == "terminated":
+            if self.signal is not None:
+                return f"terminated by this side, then killed by {self.signal}"
+            if self.returncode is not None:
+                return f"terminated by this side, exit code {self.returncode}"
+            return "terminated by this side"
+        text = "remote unresponsive" if self.kind == "unresponsive" else self.kind
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _status_cause(returncode: int, terminated: bool) -> CauseOfDeath:
+    """The cause for a process exit status as ``subprocess`` reports it (-N: signal N)."""
+    sig = _signal_name(-returncode) if returncode < 0 else None
+    if terminated:
+        return CauseOfDeath("terminated", returncode, sig)
+    if sig is not None:
+        return CauseOfDeath("killed", returncode, sig)
+    return CauseOfDeath("exited", returncode)
+
+
+def heartbeat_interval(spec: Any) -> float | None:
+    """The heartbeat interval of ``spec`` (its ``heartbeat=`` key, else ``$EXECNET_HEARTBEAT``).
+
+    None when heartbeats are off; ``ValueError`` for a value that is not a number >= 0.
+    """
+    value = getattr(spec, "heartbeat", None)
+    source = "heartbeat="
+    if value is True:
+        raise ValueError("heartbeat= needs a number of seconds")
+    if value is None:
+        value = os.environ.get(HEARTBEAT_ENV, "")
+        source = HEARTBEAT_ENV + "="
+    if value in ("", None):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{source}{value!r}: not a number of seconds") from None
+    if not seconds >= 0.0 or seconds == float("inf"):
+        raise ValueError(f"{source}{value!r}: not a number of seconds >= 0")
+    return seconds or None
 
 
 class Gateway(BaseGateway):
     """A connection to one remote interpreter (made by ``Group.makegateway``)."""
 
     _group: Any = None
+    #: Missed heartbeat replies after which the remote is declared unresponsive.
+    heartbeat_misses = 3
 
     def __init__(self, io: IO, spec: XSpec) -> None:
         """Private: gateways are made by ``makegateway``."""
         super().__init__(io=io, id=spec.id, _startcount=1)  # type: ignore[arg-type]  # set by Group
         self.spec = spec
+        self._cause: CauseOfDeath | None = None
+        self._exit_requested = False
+        self._unresponsive: CauseOfDeath | None = None
+        self._heartbeat_stop: Any = None
         self._initreceive()
+
+    @property
+    def cause_of_death(self) -> CauseOfDeath | None:
+        """How the remote ended (a :class:`CauseOfDeath`), or None while it is connected.
+
+        Set when the receiver sees the connection end, before any channel reports it; its text
+        is appended to the ``EOFError`` that channels raise then. A local process that had not
+        exited yet at that moment is looked at again here.
+        """
+        cause = self._cause
+        if cause is not None and cause.returncode is None and cause.kind != "unresponsive":
+            popen = getattr(self._io, "popen", None)
+            returncode = popen.poll() if popen is not None and self._process_status else None
+            if returncode is not None:
+                cause = self._cause = self._cause_from_status(returncode)
+        return cause
+
+    @property
+    def _process_status(self) -> bool:
+        """Whether the local process's exit status is the remote's (popen, not ssh/socket)."""
+        spec = self.spec
+        return bool(spec.popen) and not spec.via
+
+    def _cause_from_status(self, returncode: int) -> CauseOfDeath:
+        return _status_cause(returncode, self._exit_requested)
+
+    def _record_end(self) -> None:
+        cause = self._find_cause()
+        if self._unresponsive is not None:
+            cause = replace(self._unresponsive, returncode=cause.returncode, signal=cause.signal)
+        self._cause = cause
+        error = self._error
+        if isinstance(error, EOFError):
+            # keep execnet's text first: callers match on it
+            text = str(error)
+            error.args = (f"{text} ({cause})" if text else str(cause),)
+        elif error is None and cause.kind == "unresponsive":
+            self._error = EOFError(str(cause))
+
+    def _find_cause(self) -> CauseOfDeath:
+        """Work out how the remote ended, waiting briefly (bounded) for a process to exit."""
+        io = self._io
+        popen = getattr(io, "popen", None)
+        returncode = None
+        if popen is not None:
+            deadline = time.monotonic() + _EXIT_STATUS_WAIT
+            delay = 0.001
+            while True:
+                try:
+                    returncode = popen.poll()
+                except OSError:
+                    break
+                remaining = deadline - time.monotonic()
+                if returncode is not None or remaining <= 0:
+                    break
+                self.execmodel.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.02)
+        spec = self.spec
+        if self._process_status:
+            if returncode is not None:
+                return self._cause_from_status(returncode)
+            detail = "the process closed its output and still runs"
+            if self._exit_requested:
+                return CauseOfDeath("terminated", detail=detail)
+            return CauseOfDeath("connection lost", detail=detail)
+        if self._exit_requested:
+            return CauseOfDeath("terminated")
+        if popen is not None and (spec.ssh or spec.vagrant_ssh):
+            if returncode is None:
+                return CauseOfDeath("connection lost", detail="ssh still runs")
+            if returncode == 255 or returncode < 0:
+                # 255: ssh's own failure (or a remote ended by a signal): no remote status
+                how = (
+                    f"killed by {_signal_name(-returncode)}"
+                    if returncode < 0
+                    else "exited with code 255"
+                )
+                return CauseOfDeath("connection lost", returncode, detail=f"ssh {how}")
+            # ssh passes the remote command's exit status through
+            return CauseOfDeath("exited", returncode)
+        return CauseOfDeath("connection lost", detail="end of stream, no exit status")
 
     @property
     def remoteaddress(self) -> str:
@@ -50,9 +226,98 @@ class Gateway(BaseGateway):
             f"<{self.__class__.__name__} id={self.id!r} {r}, {backend} model, {i} active channels>"
         )
 
+    # -- heartbeats ------------------------------------------------------------------------
+
+    def _start_heartbeat(self, interval: float) -> None:
+        """Probe the remote with STATUS every ``interval`` seconds (see :attr:`heartbeat_misses`)."""
+        if self._heartbeat_stop is not None or not self._receiving():
+            return
+        self._heartbeat_stop = self.execmodel.Event()
+        self.execmodel.start(self._heartbeat_loop, (interval, self._heartbeat_stop))
+
+    def _stop_heartbeat(self) -> None:
+        stop = self._heartbeat_stop
+        if stop is not None:
+            stop.set()
+
+    def _heartbeat_loop(self, interval: float, stop: Any) -> None:
+        """At most one STATUS request is outstanding; it must be answered within the misses."""
+        misses = max(1, int(self.heartbeat_misses))
+        probe: Channel | None = None
+        sent_at = 0.0
+        try:
+            while not stop.wait(interval):
+                if not self._receiving():
+                    return
+                if probe is not None:
+                    if probe._receiveclosed.is_set():  # the reply (data, then close) arrived
+                        probe = None
+                    elif time.monotonic() - sent_at >= misses * interval * 0.999:
+                        self._declare_unresponsive(interval, misses)
+                        return
+                if probe is None:
+                    try:
+                        probe = self.newchannel()
+                    except OSError:
+                        return
+                    sent_at = time.monotonic()
+                    if self._writable_now():
+                        # never blocks on the send lock: a stuck writer must not stall us
+                        self._send_deferrable(Message.STATUS, probe.id)
+        except Exception as exc:  # the interpreter may be shutting down
+            self._trace("heartbeat loop ended:", repr(exc))
+        finally:
+            if probe is not None:
+                # the remote made no channel for it: drop the id without telling it
+                try:
+                    self._channelfactory._local_close(probe.id)
+                except Exception:
+                    pass
+
+    def _writable_now(self) -> bool:
+        """False when a small write to the transport would block (a remote not reading)."""
+        io = self._io
+        fileobj = getattr(io, "_stdin", None) or getattr(io, "sock", None)
+        try:
+            fd = fileobj.fileno()  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            return True
+        try:
+            return bool(select.select([], [fd], [], 0)[1])
+        except (OSError, ValueError):
+            return True
+
+    def _declare_unresponsive(self, interval: float, misses: int) -> None:
+        """Record the cause, leave the group and end the remote, so channels get EOFError."""
+        self._unresponsive = CauseOfDeath(
+            "unresponsive",
+            detail=f"no reply to {misses} heartbeats sent every {interval:g} s",
+        )
+        self._trace("declared unresponsive:", self._unresponsive)
+        group = self._group
+        if group is not None:
+            try:
+                if self in group:
+                    group._unregister(self)
+            except ValueError:
+                pass
+        io = self._io
+        if getattr(io, "popen", None) is not None:
+            # SIGKILL (also ends a stopped process); its end of output stops our receiver
+            io.kill()
+        elif hasattr(io, "sock"):
+            # no process of ours: shutting the socket down ends the receiver
+            io.close_read()
+            io.close_write()
+        else:
+            # via=: the forwarder kills the process (a round trip, so not in this loop's way)
+            self.execmodel.start(io.kill)
+
     def exit(self) -> None:
         """Ask the remote to shut down; does not wait (``Group.terminate`` does)."""
         self._trace("gateway.exit() called")
+        self._exit_requested = True
+        self._stop_heartbeat()
         group = self._group
         if group is not None:
             if self not in group:

@@ -1445,6 +1445,12 @@ class BaseGateway:
             # send() after receive()/waitclose() reported the loss fails reliably instead of
             # racing the peer's teardown.
             write_closed = self._close_write(log)
+        try:
+            self._record_end()
+        except Exception as exc:
+            log("recording the end failed:", repr(exc))
+        if not write_closed and self._error is not None:
+            write_closed = self._close_write(log)
         # wake up and terminate any execution waiting to receive
         self._channelfactory._finished_receiving()
         log("terminating execution")
@@ -1469,6 +1475,9 @@ class BaseGateway:
 
     def _terminate_execution(self) -> None:
         pass
+
+    def _record_end(self) -> None:
+        """Hook run once receiving ended, before any waiter wakes up (the master records why)."""
 
     def _forked_in_child(self) -> None:
         """Turn this gateway into a dead object in a forked child process.

@@ -16,7 +16,7 @@ from functools import partial
 from threading import Lock
 from typing import Any
 
-from . import gateway_bootstrap, gateway_io
+from . import gateway, gateway_bootstrap, gateway_io
 from .gateway_base import (
     Channel,
     ExecModel,
@@ -119,6 +119,7 @@ class Group:
             spec = self.defaultspec
         if not isinstance(spec, XSpec):
             spec = XSpec(spec)
+        heartbeat = gateway.heartbeat_interval(spec)
         self.allocate_id(spec)
         if spec.execmodel is None:
             spec.execmodel = self.remote_execmodel.backend
@@ -155,6 +156,8 @@ class Group:
             nice = int(spec.nice) if spec.nice else 0
             channel.send((spec.chdir, nice, spec.env))
             channel.waitclose()
+        if heartbeat is not None:
+            gw._start_heartbeat(heartbeat)
         return gw
 
     def allocate_id(self, spec: XSpec) -> None:
@@ -189,17 +192,21 @@ class Group:
         Proxied (``via=``) gateways go before the gateways they travel through. With
         ``timeout=None`` it waits as long as it takes and never kills.
         """
-        while self:
+        # Gateways that left the group earlier (exit(), declared unresponsive) are waited for
+        # and reaped too, even when no member is left.
+        while self or self._gateways_to_join:
             threads = _threads_available(self.execmodel)
-            vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
-            before = len(self._gateways)
-            _exit_all([gw for gw in self if gw.id not in vias], self.execmodel, timeout, threads)
-            if len(self._gateways) == before:
-                # No progress (an exit() that did not unregister): take them all out.
-                for gw in self:
-                    gw.exit()
-                    if gw in self._gateways:
-                        self._unregister(gw)
+            if self:
+                vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
+                before = len(self._gateways)
+                members = [gw for gw in self if gw.id not in vias]
+                _exit_all(members, self.execmodel, timeout, threads)
+                if len(self._gateways) == before:
+                    # No progress (an exit() that did not unregister): take them all out.
+                    for gw in self:
+                        gw.exit()
+                        if gw in self._gateways:
+                            self._unregister(gw)
             to_join = list(self._gateways_to_join)
             del self._gateways_to_join[:]
             if threads:

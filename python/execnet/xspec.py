@@ -31,6 +31,8 @@ class XSpec:
     via: str | None
     installvia: str | None
     ssh_config: str | None
+    #: seconds between heartbeat probes (opt-in; see ``Gateway.cause_of_death``)
+    heartbeat: str | None
 
     def __init__(self, string: str) -> None:
         self._spec = string
