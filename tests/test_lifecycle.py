@@ -450,3 +450,53 @@ def test_unresponsive_socket_gateway(group: Group, tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+# -- worker exit -----------------------------------------------------------------------------
+
+WORKER_EXIT_EFFECTS = """
+import atexit, sys, threading, time
+path = channel.receive()
+def late():
+    time.sleep(0.3)
+    with open(path + ".thread", "w") as f:
+        f.write("thread")
+threading.Thread(target=late).start()  # not a daemon: the exit waits for it
+atexit.register(lambda: open(path + ".atexit", "w").write("atexit"))
+sys.stderr.write("unflushed-stderr-text")
+"""
+
+
+@pytest.mark.parametrize("full_exit", ["", "1"], ids=["fast-exit", "full-exit"])
+def test_worker_exit_keeps_what_user_code_sees(
+    group: Group, tmp_path: Path, full_exit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXECNET_FULL_EXIT", full_exit)
+    errfile = tmp_path / "stderr"
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {PACKAGE_PARENT!r})
+            import execnet
+            group = execnet.Group()
+            gw = group.makegateway("popen")
+            ch = gw.remote_exec({WORKER_EXIT_EFFECTS!r})
+            ch.send({str(tmp_path / "effect")!r})
+            ch.waitclose(10)
+            popen = gw._io.popen
+            group.terminate(timeout=10)
+            print(popen.returncode, gw.cause_of_death)
+            """
+        )
+    )
+    with errfile.open("w") as err:
+        out = subprocess.run(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=err, text=True, timeout=60
+        )
+    assert out.returncode == 0
+    assert out.stdout.strip() == "0 terminated by this side, exit code 0"
+    assert (tmp_path / "effect.thread").read_text() == "thread"
+    assert (tmp_path / "effect.atexit").read_text() == "atexit"
+    assert errfile.read_text() == "unflushed-stderr-text"

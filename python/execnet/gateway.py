@@ -162,24 +162,51 @@ class Gateway(BaseGateway):
         elif error is None and cause.kind == "unresponsive":
             self._error = EOFError(str(cause))
 
+    def _wait_exit_status(self, popen: Any, timeout: float) -> int | None:
+        """``popen``'s exit status, waiting up to ``timeout`` seconds for it (None if still running).
+
+        On Linux with a thread exec model the wait blocks on a pidfd, so the status is taken the
+        moment the process ends; elsewhere it polls with growing sleeps.
+        """
+        try:
+            returncode = popen.poll()
+        except OSError:
+            return None
+        if returncode is not None:
+            return returncode  # type: ignore[no-any-return]
+        deadline = time.monotonic() + timeout
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None and self.execmodel.backend in ("thread", "main_thread_only"):
+            try:
+                fd = pidfd_open(popen.pid)
+            except OSError:
+                pass  # reaped meanwhile, or no pidfd support: poll below
+            else:
+                try:
+                    select.select([fd], [], [], timeout)
+                except (OSError, ValueError):
+                    pass
+                finally:
+                    os.close(fd)
+        delay = 0.001
+        while True:
+            try:
+                returncode = popen.poll()
+            except OSError:
+                return None
+            remaining = deadline - time.monotonic()
+            if returncode is not None or remaining <= 0:
+                return returncode  # type: ignore[no-any-return]
+            self.execmodel.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.02)
+
     def _find_cause(self) -> CauseOfDeath:
         """Work out how the remote ended, waiting briefly (bounded) for a process to exit."""
         io = self._io
         popen = getattr(io, "popen", None)
         returncode = None
         if popen is not None:
-            deadline = time.monotonic() + _EXIT_STATUS_WAIT
-            delay = 0.001
-            while True:
-                try:
-                    returncode = popen.poll()
-                except OSError:
-                    break
-                remaining = deadline - time.monotonic()
-                if returncode is not None or remaining <= 0:
-                    break
-                self.execmodel.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.02)
+            returncode = self._wait_exit_status(popen, _EXIT_STATUS_WAIT)
         spec = self.spec
         if self._process_status:
             if returncode is not None:

@@ -210,11 +210,18 @@ class Group:
             to_join = list(self._gateways_to_join)
             del self._gateways_to_join[:]
             if threads:
-                safe_terminate(
-                    self.execmodel,
-                    timeout,
-                    [(partial(_join_wait, gw), partial(_kill, gw)) for gw in to_join],
-                )
+                # Local processes and sockets are waited for here, all against one deadline
+                # (bounded waits, no thread each); proxied gateways, whose wait and kill are
+                # round trips through their forwarder, each in a thread of safe_terminate.
+                direct = [gw for gw in to_join if _waitable_here(gw)]
+                proxied = [gw for gw in to_join if not _waitable_here(gw)]
+                if proxied:
+                    safe_terminate(
+                        self.execmodel,
+                        timeout,
+                        [(partial(_join_wait, gw), partial(_kill, gw)) for gw in proxied],
+                    )
+                _terminate_without_threads(direct, timeout)
             else:
                 _terminate_without_threads(to_join, timeout)
             if timeout is not None:
@@ -279,8 +286,16 @@ def _exit_all(
                 _kill(gw)
             gw.exit()
         return
+    # exit() right here where it cannot block: nobody else is writing (the send lock is free)
+    # and the pipe or socket has room for the 9-byte message; a thread each for the rest.
+    rest = []
+    for gw in gateways:
+        if not _exit_now(gw, execmodel):
+            rest.append(gw)
+    if not rest:
+        return
     pool = WorkerPool(execmodel)
-    replies = [(gw, pool.spawn(gw.exit)) for gw in gateways]
+    replies = [(gw, pool.spawn(gw.exit)) for gw in rest]
     deadline = time.monotonic() + timeout
     for gw, reply in replies:
         try:
@@ -306,6 +321,39 @@ def _writable(gw: Any, timeout: float) -> bool:
         return bool(select.select([], [fd], [], timeout)[1])
     except (OSError, ValueError):
         return True
+
+
+def _exit_now(gw: Any, execmodel: ExecModel) -> bool:
+    """Call ``gw.exit()`` if that cannot block; False (nothing done) otherwise."""
+    import select
+
+    if execmodel.backend not in ("thread", "main_thread_only"):
+        return False
+    io = getattr(gw, "_io", None)
+    stream = getattr(io, "_stdin", None) or getattr(io, "sock", None)
+    lock = getattr(gw, "_sendlock", None)
+    if stream is None or lock is None:
+        return False
+    if not lock.acquire(False):
+        return False
+    try:
+        try:
+            fd = stream.fileno()
+            writable = bool(select.select([], [fd], [], 0)[1])
+        except (OSError, ValueError):
+            writable = True  # closed already: exit() fails at once and says so
+        if not writable:
+            return False
+        gw.exit()  # the send lock is re-entrant
+        return True
+    finally:
+        lock.release()
+
+
+def _waitable_here(gw: Any) -> bool:
+    """Whether joining ``gw`` and waiting for its process are local, bounded operations."""
+    io = getattr(gw, "_io", None)
+    return getattr(io, "popen", None) is not None or getattr(io, "sock", None) is not None
 
 
 def _join_wait(gw: Any) -> None:
@@ -347,7 +395,11 @@ def _threads_available(execmodel: ExecModel) -> bool:
 
 
 def _terminate_without_threads(gateways: list[Any], timeout: float | None) -> None:
-    """Bounded termination in the calling thread only (interpreter shutdown)."""
+    """Wait for every gateway in the calling thread, against one deadline; then kill.
+
+    The receivers end when the remotes close their side, and a local process's exit status is
+    taken by its receiver (``Gateway._record_end``), so the waits here are mostly already over.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     for gw in gateways:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -356,15 +408,15 @@ def _terminate_without_threads(gateways: list[Any], timeout: float | None) -> No
         popen = getattr(gw._io, "popen", None)
         if popen is None:
             continue
-        while popen.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                _kill(gw)
-                try:
-                    popen.wait(timeout=5.0)
-                except Exception:
-                    pass
-                break
-            time.sleep(0.01)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            popen.wait(timeout=remaining)
+        except Exception:
+            _kill(gw)
+            try:
+                popen.wait(timeout=5.0)
+            except Exception:
+                pass
 
 
 class MultiChannel:
