@@ -241,6 +241,18 @@ def test_cause_ssh(group: Group, sshd) -> None:  # type: ignore[no-untyped-def]
         ch2.receive(TIMEOUT)
 
 
+def test_ssh_worker_exits_when_its_connection_drops(group: Group, sshd) -> None:  # type: ignore[no-untyped-def]
+    gw = group.makegateway(sshd.spec)
+    pid = remote_pid(gw)  # the loopback sshd runs the worker on this machine
+    ch = gw.remote_exec("import time; channel.send(1); time.sleep(600)")
+    assert ch.receive(TIMEOUT) == 1
+    os.kill(gw._io.popen.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    with pytest.raises(EOFError, match=r"connection lost: ssh killed by SIGKILL"):
+        ch.receive(TIMEOUT)
+    # the worker sees the end of its input, interrupts the sleeping code and exits
+    assert wait_gone([pid], 5.0) == []
+
+
 def test_cause_text_forms() -> None:
     assert str(CauseOfDeath("exited", 0)) == "remote exited with code 0"
     assert str(CauseOfDeath("killed", -11, "SIGSEGV")) == "remote killed by SIGSEGV"
