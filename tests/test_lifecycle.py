@@ -322,7 +322,7 @@ channel.send(len(seen))
 
 
 @pytest.mark.parametrize(
-    "spec, expected", [("popen", 0), ("popen//heartbeat=0.1", (4, 12))], ids=["off", "on"]
+    "spec, expected", [("popen", 0), ("popen//heartbeat=0.1", (2, 11))], ids=["off", "on"]
 )
 def test_heartbeats_are_off_by_default(
     group: Group, spec: str, expected: object, monkeypatch: pytest.MonkeyPatch
@@ -370,7 +370,8 @@ def stop_and_check_unresponsive(group: Group, gw: Gateway, pid: int, interval: f
         with pytest.raises(EOFError) as excinfo:
             waiting.receive(TIMEOUT)
         elapsed = time.monotonic() - start
-        assert 3 * interval * 0.9 <= elapsed < 4 * interval + 1.5, elapsed
+        # a request sent just before the stop may already be on its way: 2 to 4 intervals
+        assert 2 * interval <= elapsed < 4 * interval + 1.5, elapsed
         assert "remote unresponsive: no reply to 3 heartbeats sent every" in str(excinfo.value)
         assert ends.get(timeout=TIMEOUT) == "END"
         assert "unresponsive" in str(with_callback._getremoteerror())

@@ -123,7 +123,6 @@ def cycle(group: Group, spec: str, i: int) -> None:
 
 @pytest.mark.slow
 def test_1000_gateway_lifecycles_do_not_grow(group: Group, farm: str) -> None:
-    start = time.monotonic()
     samples = {}
     for i in range(1000):
         cycle(group, farm, i)
@@ -135,7 +134,6 @@ def test_1000_gateway_lifecycles_do_not_grow(group: Group, farm: str) -> None:
     assert fds1000 <= fds100, (fds100, fds1000)
     # 900 cycles: a leak of 2 KB per cycle would show; allocator noise stays well below
     assert rss1000 - rss100 < 2 * 1024 * 1024, (rss100, rss1000)
-    assert time.monotonic() - start < 60
 
 
 @pytest.mark.slow
