@@ -513,3 +513,34 @@ def test_worker_exit_keeps_what_user_code_sees(
     assert (tmp_path / "effect.thread").read_text() == "thread"
     assert (tmp_path / "effect.atexit").read_text() == "atexit"
     assert errfile.read_text() == "unflushed-stderr-text"
+
+
+SLOW_READER = """
+import threading, time
+done = threading.Event()
+got = []
+def slow(item):
+    time.sleep(0.05)  # the receiver thread itself reads slowly
+    got.append(len(item))
+    if len(got) == 80:
+        done.set()
+channel.setcallback(slow)
+channel.send("ready")
+done.wait(60)
+channel.send(len(got))
+"""
+
+
+def test_remote_reading_a_long_transfer_is_not_unresponsive(group: Group) -> None:
+    gw = group.makegateway("popen//heartbeat=0.2")
+    ch = gw.remote_exec(SLOW_READER)
+    assert ch.receive(TIMEOUT) == "ready"
+    # 80 items of 4 KB: our pipe and the reader's buffer hold ~32 of them, 1.6 s of reading,
+    # so a heartbeat request queued behind them waits longer than its 3 intervals (0.6 s)
+    start = time.monotonic()
+    for _ in range(80):
+        ch.send(b"x" * 4096)
+    assert time.monotonic() - start > 1.0  # the sends really waited for the slow reader
+    assert ch.receive(TIMEOUT) == 80
+    assert gw.cause_of_death is None
+    assert gw in group

@@ -268,29 +268,44 @@ class Gateway(BaseGateway):
             stop.set()
 
     def _heartbeat_loop(self, interval: float, stop: Any) -> None:
-        """At most one STATUS request is outstanding; it must be answered within the misses."""
+        """Probe the remote; declare it unresponsive after ``heartbeat_misses`` silent intervals.
+
+        At most one STATUS request is outstanding. An interval counts as silent when the request
+        is still unanswered and the remote read none of what we sent it (the unread byte count
+        of our pipe or socket did not change), so a remote busy reading a large transfer, with
+        the request queued behind it, is not declared unresponsive.
+        """
         misses = max(1, int(self.heartbeat_misses))
         probe: Channel | None = None
-        sent_at = 0.0
+        since = 0.0
+        level: int | None = None
         try:
             while not stop.wait(interval):
                 if not self._receiving():
                     return
+                now = time.monotonic()
                 if probe is not None:
                     if probe._receiveclosed.is_set():  # the reply (data, then close) arrived
                         probe = None
-                    elif time.monotonic() - sent_at >= misses * interval * 0.999:
-                        self._declare_unresponsive(interval, misses)
-                        return
+                    else:
+                        current = self._unread_outgoing()
+                        if current is not None and current != level:
+                            since = now  # the remote is reading
+                        level = current
+                        if now - since >= misses * interval * 0.999:
+                            self._declare_unresponsive(interval, misses)
+                            return
+                        self._flush_status()
                 if probe is None:
                     try:
                         probe = self.newchannel()
                     except OSError:
                         return
-                    sent_at = time.monotonic()
-                    if self._writable_now():
-                        # never blocks on the send lock: a stuck writer must not stall us
-                        self._send_deferrable(Message.STATUS, probe.id)
+                    since = now
+                    level = self._unread_outgoing()
+                    # queued, and written now only if that cannot block (see _flush_status)
+                    self._deferred_sends.append(Message(Message.STATUS, probe.id))
+                    self._flush_status()
         except Exception as exc:  # the interpreter may be shutting down
             self._trace("heartbeat loop ended:", repr(exc))
         finally:
@@ -301,18 +316,48 @@ class Gateway(BaseGateway):
                 except Exception:
                     pass
 
-    def _writable_now(self) -> bool:
-        """False when a small write to the transport would block (a remote not reading)."""
+    def _flush_status(self) -> None:
+        """Write queued frames if nobody holds the send lock and the transport has room."""
+        if self._deferred_sends and self._writable_now():
+            try:
+                self._flush_deferred()
+            except (OSError, ValueError) as exc:
+                self._trace("heartbeat: cannot send", exc)
+
+    def _transport_fd(self) -> int | None:
         io = self._io
         fileobj = getattr(io, "_stdin", None) or getattr(io, "sock", None)
         try:
-            fd = fileobj.fileno()  # type: ignore[union-attr]
+            return fileobj.fileno()  # type: ignore[union-attr,no-any-return]
         except (AttributeError, OSError, ValueError):
+            return None
+
+    def _writable_now(self) -> bool:
+        """False when a small write to the transport would block (a remote not reading)."""
+        fd = self._transport_fd()
+        if fd is None:
             return True
         try:
             return bool(select.select([], [fd], [], 0)[1])
         except (OSError, ValueError):
             return True
+
+    def _unread_outgoing(self) -> int | None:
+        """Bytes we sent that the remote has not taken yet (pipe content, unacknowledged socket
+        data), or None where that cannot be known."""
+        fd = self._transport_fd()
+        if fd is None:
+            return None
+        try:
+            import fcntl
+            import struct
+            import termios
+
+            request = termios.TIOCOUTQ if getattr(self._io, "sock", None) else termios.FIONREAD
+            buf = fcntl.ioctl(fd, request, b"\0\0\0\0")
+            return struct.unpack("i", buf)[0]  # type: ignore[no-any-return]
+        except (ImportError, AttributeError, OSError, ValueError):
+            return None
 
     def _declare_unresponsive(self, interval: float, misses: int) -> None:
         """Record the cause, leave the group and end the remote, so channels get EOFError."""
