@@ -5,13 +5,10 @@ from __future__ import annotations
 import inspect
 import linecache
 import os
-import select
-import signal
 import textwrap
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import gateway_base
@@ -30,9 +27,8 @@ HEARTBEAT_ENV = "EXECNET_HEARTBEAT"
 _EXIT_STATUS_WAIT = 0.25
 
 
-@dataclass(frozen=True)
 class CauseOfDeath:
-    """How the remote side of a gateway ended (:attr:`Gateway.cause_of_death`).
+    """How the remote side of a gateway ended (:attr:`Gateway.cause_of_death`); immutable.
 
     ``kind`` is one of:
 
@@ -47,10 +43,44 @@ class CauseOfDeath:
       ``returncode``/``signal`` tell how the process then ended, if known.
     """
 
+    __slots__ = ("kind", "returncode", "signal", "detail")
+
     kind: str
-    returncode: int | None = None
-    signal: str | None = None
-    detail: str = ""
+    returncode: int | None
+    signal: str | None
+    detail: str
+
+    def __init__(
+        self, kind: str, returncode: int | None = None, signal: str | None = None, detail: str = ""
+    ) -> None:
+        # a plain class rather than a dataclass: this module is imported by every worker
+        for name, value in zip(self.__slots__, (kind, returncode, signal, detail), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"CauseOfDeath is immutable: cannot set {name!r}")
+
+    def _fields(self) -> tuple[str, int | None, str | None, str]:
+        return (self.kind, self.returncode, self.signal, self.detail)
+
+    def _replace(self, **changes: Any) -> CauseOfDeath:
+        fields: dict[str, Any] = dict(zip(self.__slots__, self._fields(), strict=True))
+        fields.update(changes)
+        return CauseOfDeath(**fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CauseOfDeath):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"CauseOfDeath(kind={self.kind!r}, returncode={self.returncode!r}, "
+            f"signal={self.signal!r}, detail={self.detail!r})"
+        )
 
     def __str__(self) -> str:
         if self.kind == "exited":
@@ -68,6 +98,8 @@ class CauseOfDeath:
 
 
 def _signal_name(signum: int) -> str:
+    import signal
+
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -152,7 +184,7 @@ class Gateway(BaseGateway):
     def _record_end(self) -> None:
         cause = self._find_cause()
         if self._unresponsive is not None:
-            cause = replace(self._unresponsive, returncode=cause.returncode, signal=cause.signal)
+            cause = self._unresponsive._replace(returncode=cause.returncode, signal=cause.signal)
         self._cause = cause
         error = self._error
         if isinstance(error, EOFError):
@@ -182,6 +214,8 @@ class Gateway(BaseGateway):
             except OSError:
                 pass  # reaped meanwhile, or no pidfd support: poll below
             else:
+                import select
+
                 try:
                     select.select([fd], [], [], timeout)
                 except (OSError, ValueError):
@@ -337,6 +371,8 @@ class Gateway(BaseGateway):
         fd = self._transport_fd()
         if fd is None:
             return True
+        import select
+
         try:
             return bool(select.select([], [fd], [], 0)[1])
         except (OSError, ValueError):
