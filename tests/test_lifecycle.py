@@ -216,15 +216,22 @@ def test_cause_socket_connection_lost(group: Group, tmp_path: Path) -> None:
         server.wait()
 
 
-def test_cause_via_gateway_is_connection_lost(group: Group) -> None:
-    group.makegateway("popen//id=fwd")
+def test_cause_via_gateway(group: Group) -> None:
+    forwarder = group.makegateway("popen//id=fwd")
     gw = group.makegateway("popen//via=fwd")
     pid = remote_pid(gw)
     ch = gw.remote_exec("channel.receive()")
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(EOFError, match="connection lost"):
+    # the forwarder is asked for the exit status of the process it started
+    with pytest.raises(EOFError, match=r"\(remote killed by SIGKILL\)$"):
         ch.receive(TIMEOUT)
-    assert gw.cause_of_death is not None and gw.cause_of_death.kind == "connection lost"
+    assert gw.cause_of_death == CauseOfDeath("killed", -9, "SIGKILL")
+    # a proxied gateway whose forwarder dies: no one can tell the status
+    gw2 = group.makegateway("popen//via=fwd")
+    ch2 = gw2.remote_exec("channel.receive()")
+    os.kill(remote_pid(forwarder), signal.SIGKILL)
+    with pytest.raises(EOFError, match="connection lost: no exit status from the forwarding"):
+        ch2.receive(TIMEOUT)
 
 
 def test_cause_ssh(group: Group, sshd) -> None:  # type: ignore[no-untyped-def]

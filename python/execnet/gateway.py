@@ -237,23 +237,28 @@ class Gateway(BaseGateway):
     def _find_cause(self) -> CauseOfDeath:
         """Work out how the remote ended, waiting briefly (bounded) for a process to exit."""
         io = self._io
+        spec = self.spec
         popen = getattr(io, "popen", None)
         returncode = None
         if popen is not None:
             returncode = self._wait_exit_status(popen, _EXIT_STATUS_WAIT)
-        spec = self.spec
-        if self._process_status:
+        elif spec.via and (spec.popen or spec.ssh or spec.vagrant_ssh):
+            returncode = self._proxied_exit_status(_EXIT_STATUS_WAIT)
+        if spec.popen:
             if returncode is not None:
                 return self._cause_from_status(returncode)
-            detail = "the process closed its output and still runs"
+            if spec.via:
+                detail = "no exit status from the forwarding gateway"
+            else:
+                detail = "the process closed its output and still runs"
             if self._exit_requested:
                 return CauseOfDeath("terminated", detail=detail)
             return CauseOfDeath("connection lost", detail=detail)
         if self._exit_requested:
             return CauseOfDeath("terminated")
-        if popen is not None and (spec.ssh or spec.vagrant_ssh):
+        if spec.ssh or spec.vagrant_ssh:
             if returncode is None:
-                return CauseOfDeath("connection lost", detail="ssh still runs")
+                return CauseOfDeath("connection lost", detail="no exit status from ssh")
             if returncode == 255 or returncode < 0:
                 # 255: ssh's own failure (or a remote ended by a signal): no remote status
                 how = (
@@ -265,6 +270,34 @@ class Gateway(BaseGateway):
             # ssh passes the remote command's exit status through
             return CauseOfDeath("exited", returncode)
         return CauseOfDeath("connection lost", detail="end of stream, no exit status")
+
+    def _proxied_exit_status(self, timeout: float) -> int | None:
+        """The exit status of a ``via=`` gateway's process, asked of its forwarder.
+
+        The question is a round trip through the forwarding gateway, so it is asked from another
+        thread and waited for at most ``timeout`` seconds.
+        """
+        wait = getattr(self._io, "wait", None)
+        if wait is None:
+            return None
+        result: list[object] = []
+        done = self.execmodel.Event()
+
+        def ask() -> None:
+            try:
+                result.append(wait())
+            except Exception:
+                pass
+            finally:
+                done.set()
+
+        try:
+            self.execmodel.start(ask)
+        except RuntimeError:  # interpreter shutdown refuses new threads
+            return None
+        done.wait(timeout)
+        value = result[0] if result else None
+        return value if isinstance(value, int) else None
 
     @property
     def remoteaddress(self) -> str:
