@@ -34,9 +34,9 @@ class CauseOfDeath:
 
     * ``"exited"``: the process exited by itself with ``returncode``;
     * ``"killed"``: the process was ended by the signal named in ``signal`` (``"SIGKILL"``);
-    * ``"connection lost"``: the connection ended and no exit status is known (socket and
-      ``via=`` gateways, an ssh connection that dropped, a process that closed its output but
-      still ran); ``detail`` says what is known;
+    * ``"connection lost"``: the connection ended and no exit status is known (socket gateways,
+      a ``via=`` gateway whose forwarder died, an ssh connection that dropped, a process that
+      closed its output but still ran); ``detail`` says what is known;
     * ``"unresponsive"``: heartbeats went unanswered (``heartbeat=`` spec key); this side then
       ended the process or connection;
     * ``"terminated"``: this side asked it to end (``Gateway.exit()``, ``Group.terminate()``);
