@@ -394,14 +394,21 @@ def stop_and_check_unresponsive(group: Group, gw: Gateway, pid: int, interval: f
             pass
 
 
-def test_stopped_worker_is_declared_unresponsive_and_killed(group: Group) -> None:
-    gw = group.makegateway("popen//heartbeat=0.3")
-    pid = remote_pid(gw)
-    stop_and_check_unresponsive(group, gw, pid, 0.3)
-    popen = gw._io.popen  # type: ignore[attr-defined]
-    group.terminate(timeout=2.0)
-    assert popen.returncode == -signal.SIGKILL
-    assert process_gone(pid)
+@pytest.mark.parametrize("execmodel", ["thread", "gevent"])
+def test_stopped_worker_is_declared_unresponsive_and_killed(execmodel: str) -> None:
+    if execmodel == "gevent":
+        pytest.importorskip("gevent")
+    group = Group(execmodel=execmodel)
+    try:
+        gw = group.makegateway("popen//heartbeat=0.3")
+        pid = remote_pid(gw)
+        stop_and_check_unresponsive(group, gw, pid, 0.3)
+        popen = gw._io.popen  # type: ignore[attr-defined]
+        group.terminate(timeout=2.0)
+        assert popen.returncode == -signal.SIGKILL
+        assert process_gone(pid)
+    finally:
+        group.terminate(timeout=2.0)
 
 
 UPSTREAM_WORKER = """
