@@ -97,6 +97,23 @@ class CauseOfDeath:
         return f"{text}: {self.detail}" if self.detail else text
 
 
+def _fd_ready(fd: int, write: bool, timeout: float) -> bool:
+    """Whether ``fd`` is readable (writable with ``write``) within ``timeout`` seconds.
+
+    ``poll`` where available: ``select`` refuses descriptors above ``FD_SETSIZE`` (1024), which
+    a process holding many gateways reaches. Errors (a closed descriptor) are raised.
+    """
+    import select
+
+    poll = getattr(select, "poll", None)
+    if poll is None:
+        lists: tuple[list[int], list[int]] = ([], [fd]) if write else ([fd], [])
+        return any(select.select(lists[0], lists[1], [], timeout)[:2])
+    poller = poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
+
+
 def _signal_name(signum: int) -> str:
     import signal
 
@@ -214,10 +231,8 @@ class Gateway(BaseGateway):
             except OSError:
                 pass  # reaped meanwhile, or no pidfd support: poll below
             else:
-                import select
-
                 try:
-                    select.select([fd], [], [], timeout)
+                    _fd_ready(fd, False, timeout)
                 except (OSError, ValueError):
                     pass
                 finally:
@@ -404,10 +419,8 @@ class Gateway(BaseGateway):
         fd = self._transport_fd()
         if fd is None:
             return True
-        import select
-
         try:
-            return bool(select.select([], [fd], [], 0)[1])
+            return _fd_ready(fd, True, 0)
         except (OSError, ValueError):
             return True
 

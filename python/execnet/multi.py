@@ -310,23 +310,19 @@ def _exit_all(
 
 def _writable(gw: Any, timeout: float) -> bool:
     """Whether a small write to a subprocess gateway's stdin pipe would not block."""
-    import select
-
     stdin = getattr(getattr(gw, "_io", None), "_stdin", None)
     try:
         fd = stdin.fileno()  # type: ignore[union-attr]
     except (AttributeError, OSError, ValueError):
         return True
     try:
-        return bool(select.select([], [fd], [], timeout)[1])
+        return gateway._fd_ready(fd, True, timeout)
     except (OSError, ValueError):
         return True
 
 
 def _exit_now(gw: Any, execmodel: ExecModel) -> bool:
     """Call ``gw.exit()`` if that cannot block; False (nothing done) otherwise."""
-    import select
-
     if execmodel.backend not in ("thread", "main_thread_only"):
         return False
     io = getattr(gw, "_io", None)
@@ -339,7 +335,7 @@ def _exit_now(gw: Any, execmodel: ExecModel) -> bool:
     try:
         try:
             fd = stream.fileno()
-            writable = bool(select.select([], [fd], [], 0)[1])
+            writable = gateway._fd_ready(fd, True, 0)
         except (OSError, ValueError):
             writable = True  # closed already: exit() fails at once and says so
         if not writable:
