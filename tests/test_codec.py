@@ -898,3 +898,21 @@ def test_memory_stays_flat_over_many_calls() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) < 5_000, proc.stdout  # KiB of growth over 10,000 rounds
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_big_loads_leave_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    """Big payloads decode with the cyclic GC paused; its state is restored, on error too."""
+    import gc
+
+    data = _core.dumps([{"key": i, "values": [i, str(i)]} for i in range(5000)])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(_core.loads(data)) == 5000
+        assert gc.isenabled() is enabled
+        with pytest.raises(EOFError):
+            _core.loads(data[:-7])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

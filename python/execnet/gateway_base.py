@@ -1065,9 +1065,9 @@ class Channel:
 
     def send(self, item: object) -> None:
         """Send ``item`` to the peer (``OSError`` if the channel is closed)."""
-        if self.isclosed():
+        if self._closed:
             raise OSError(f"cannot send to {self!r}")
-        self.gateway._send(Message.CHANNEL_DATA, self.id, dumps_internal(item))
+        self.gateway._send(4, self.id, dumps_internal(item))  # Message.CHANNEL_DATA
 
     def receive(self, timeout: float | None = None) -> Any:
         """Return the next item; ``EOFError`` (or the remote error) once the channel ended.
@@ -1530,6 +1530,21 @@ class BaseGateway:
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         mux = self._mux
+        if mux is not None and not DEBUG and not self._deferred_sends:
+            # The common case, kept short: the mux writes whole frames under its own lock; the
+            # send lock and depth only keep garbage-collector sends (``_send_deferrable``) out.
+            try:
+                with self._sendlock:
+                    self._send_depth += 1
+                    try:
+                        mux.send(msgcode, channelid, data)
+                    finally:
+                        self._send_depth -= 1
+            except (OSError, ValueError) as e:
+                raise OSError("cannot send (already closed?)") from e
+            if self._deferred_sends:
+                self._flush_deferred()
+            return
         try:
             with self._sendlock:
                 self._send_depth += 1

@@ -24,6 +24,13 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Largest chunk handed to one `write` call, so the interrupt check runs between chunks.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Sets `O_NONBLOCK` on the open file `fd` refers to.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
 /// Duplicates a descriptor given by number; the duplicate is close-on-exec.
 pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 {
@@ -180,6 +187,10 @@ pub struct WriteSide {
     state: Mutex<WriteState>,
     freed: Condvar,
     socket: bool,
+    /// Whether writes never block: a socket written with `MSG_DONTWAIT`, or a pipe whose
+    /// duplicate was switched to `O_NONBLOCK`. Then a write is tried first and the descriptor is
+    /// polled only when it is full; otherwise every write polls first (one more system call).
+    nonblocking: bool,
 }
 
 /// Permission to write: while it lives, no other thread writes. Dropping it in the middle of a
@@ -192,7 +203,12 @@ pub struct WriteToken<'a> {
 
 impl WriteSide {
     /// Wraps an owned descriptor.
+    ///
+    /// A pipe is switched to non-blocking mode. The flag belongs to the open pipe end, which the
+    /// caller's own descriptor shares: the caller must not write to it with blocking semantics
+    /// while this side is in use (gateways write only through their mux).
     pub fn new(fd: OwnedFd, socket: bool) -> WriteSide {
+        let nonblocking = socket || set_nonblocking(&fd).is_ok();
         WriteSide {
             state: Mutex::new(WriteState {
                 busy: false,
@@ -201,6 +217,7 @@ impl WriteSide {
             }),
             freed: Condvar::new(),
             socket,
+            nonblocking,
         }
     }
 
@@ -283,6 +300,8 @@ impl WriteToken<'_> {
         }
         let result = if self.side.socket {
             rustix::net::send(&*self.fd, buf, SendFlags::DONTWAIT | nosignal())
+        } else if self.side.nonblocking {
+            rustix::io::write(&*self.fd, buf)
         } else {
             // A blocking pipe accepts up to PIPE_BUF bytes at once whenever it polls writable.
             if buf.len() > rustix::pipe::PIPE_BUF {
@@ -312,9 +331,16 @@ impl WriteToken<'_> {
         check: &mut dyn FnMut() -> Result<(), E>,
     ) -> Result<(), WriteError<E>> {
         let mut done = 0;
+        // A non-blocking descriptor is tried first and polled only once it is full.
+        let mut poll_first = !self.side.nonblocking;
         while done < buf.len() {
-            let ready = poll_one(self.fd.as_fd(), PollFlags::OUT, Some(CHECK_INTERVAL))
-                .map_err(WriteError::Io)?;
+            let ready = if poll_first {
+                poll_one(self.fd.as_fd(), PollFlags::OUT, Some(CHECK_INTERVAL))
+                    .map_err(WriteError::Io)?
+            } else {
+                PollFlags::OUT
+            };
+            poll_first = !self.side.nonblocking;
             if ready.is_empty() {
                 // Not writable for a while: let Ctrl-C and `close()` end the wait.
                 check().map_err(WriteError::Interrupted)?;
@@ -325,7 +351,7 @@ impl WriteToken<'_> {
             }
             let end = buf.len().min(done + WRITE_CHUNK);
             let result = if self.side.socket {
-                rustix::net::send(&*self.fd, &buf[done..end], nosignal())
+                rustix::net::send(&*self.fd, &buf[done..end], SendFlags::DONTWAIT | nosignal())
             } else {
                 rustix::io::write(&*self.fd, &buf[done..end])
             };
@@ -334,7 +360,7 @@ impl WriteToken<'_> {
                     done += n;
                     self.mid_frame = done < buf.len();
                 }
-                Err(rustix::io::Errno::AGAIN) => {}
+                Err(rustix::io::Errno::AGAIN) => poll_first = true,
                 Err(rustix::io::Errno::INTR) => check().map_err(WriteError::Interrupted)?,
                 Err(err) => return Err(WriteError::Io(err.into())),
             }
