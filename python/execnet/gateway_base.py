@@ -707,6 +707,8 @@ def init_popen_io(execmodel: ExecModel) -> Popen2IO:
     os.close(devnull_w)
     sys.stdin = execmodel.fdopen(0, "r", 1, closefd=False)
     sys.stdout = execmodel.fdopen(1, "w", 1, closefd=False)
+    # this process exists to serve this IO: serve() may end it quickly (_exit_worker_process)
+    io._worker_process = True  # type: ignore[attr-defined]
     return io
 
 
@@ -1519,6 +1521,12 @@ class BaseGateway:
             # send() after receive()/waitclose() reported the loss fails reliably instead of
             # racing the peer's teardown.
             write_closed = self._close_write(log)
+        try:
+            self._record_end()
+        except Exception as exc:
+            log("recording the end failed:", repr(exc))
+        if not write_closed and self._error is not None:
+            write_closed = self._close_write(log)
         # wake up and terminate any execution waiting to receive
         self._channelfactory._finished_receiving()
         log("terminating execution")
@@ -1543,6 +1551,9 @@ class BaseGateway:
 
     def _terminate_execution(self) -> None:
         pass
+
+    def _record_end(self) -> None:
+        """Hook run once receiving ended, before any waiter wakes up (the master records why)."""
 
     def _forked_in_child(self) -> None:
         """Turn this gateway into a dead object in a forked child process.
@@ -1827,9 +1838,50 @@ def _nothing() -> None:
 
 
 def serve(io: IO, id: str) -> None:
-    """Run a worker gateway with id ``id`` on ``io`` until the connection ends."""
+    """Run a worker gateway with id ``id`` on ``io`` until the connection ends.
+
+    A worker process started for this connection (its IO made by :func:`init_popen_io`) then
+    ends at once, see :func:`_exit_worker_process`.
+    """
     trace(f"creating workergateway on {io!r}")
-    WorkerGateway(io=io, id=id, _startcount=2).serve()
+    gateway = WorkerGateway(io=io, id=id, _startcount=2)
+    gateway.serve()
+    if getattr(io, "_worker_process", False) and gateway.execmodel.backend in (
+        "thread",
+        "main_thread_only",
+    ):
+        _exit_worker_process()
+
+
+def _exit_worker_process() -> None:
+    """End a worker process whose connection ended, doing what user code can observe.
+
+    Non-daemon threads are waited for, ``atexit`` handlers run and the standard streams are
+    flushed, as at a normal exit; the module teardown and final garbage collection that follow
+    are skipped (``os._exit(0)``): they are most of a worker's exit time, so a master waiting
+    for many workers to end (``Group.terminate``) waits far less. ``EXECNET_FULL_EXIT=1`` keeps
+    the full interpreter shutdown.
+    """
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None or os.environ.get("EXECNET_FULL_EXIT", "") not in ("", "0"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    trace("worker process: exiting")
+    try:
+        shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()  # type: ignore[union-attr]
+            except Exception:
+                pass
+    os._exit(0)
 
 
 # ---------------------------------------------------------------------------------------------

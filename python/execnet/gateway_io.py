@@ -8,13 +8,10 @@ therefore stay self-contained and stdlib-only.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -396,6 +393,8 @@ class _SshControlRegistry:
 
     def _directory(self) -> str:
         if self._dir is None or not os.path.isdir(self._dir):
+            import tempfile
+
             base = tempfile.gettempdir()
             if len(base) > 40 or any(c.isspace() or c == "%" for c in base):
                 # ssh splits option values on whitespace and expands %-tokens in ControlPath
@@ -406,6 +405,8 @@ class _SshControlRegistry:
 
     def control(self, target_args: list[str]) -> _SshControl:
         """The shared master for one set of ssh arguments (acquired for the caller)."""
+        import hashlib
+
         key = hashlib.sha256("\0".join(target_args).encode("utf-8", "surrogateescape"))
         with self._lock:
             if os.getpid() != self._owner:
@@ -436,6 +437,8 @@ class _SshControlRegistry:
         for control in controls:
             control.stop()
         if directory is not None:
+            import shutil
+
             shutil.rmtree(directory, ignore_errors=True)
 
 

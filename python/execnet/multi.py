@@ -14,7 +14,7 @@ import weakref
 from functools import partial
 from threading import Lock
 
-from . import gateway_bootstrap, gateway_io
+from . import gateway, gateway_bootstrap, gateway_io
 from .gateway_base import (
     Channel,
     ExecModel,
@@ -124,6 +124,7 @@ class Group:
             spec = self.defaultspec
         if not isinstance(spec, XSpec):
             spec = XSpec(spec)
+        heartbeat = gateway.heartbeat_interval(spec)
         self.allocate_id(spec)
         if spec.execmodel is None:
             spec.execmodel = self.remote_execmodel.backend
@@ -160,6 +161,8 @@ class Group:
             nice = int(spec.nice) if spec.nice else 0
             channel.send((spec.chdir, nice, spec.env))
             channel.waitclose()
+        if heartbeat is not None:
+            gw._start_heartbeat(heartbeat)
         return gw
 
     def allocate_id(self, spec: XSpec) -> None:
@@ -194,25 +197,36 @@ class Group:
         Proxied (``via=``) gateways go before the gateways they travel through. With
         ``timeout=None`` it waits as long as it takes and never kills.
         """
-        while self:
+        # Gateways that left the group earlier (exit(), declared unresponsive) are waited for
+        # and reaped too, even when no member is left.
+        while self or self._gateways_to_join:
             threads = _threads_available(self.execmodel)
-            vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
-            before = len(self._gateways)
-            _exit_all([gw for gw in self if gw.id not in vias], self.execmodel, timeout, threads)
-            if len(self._gateways) == before:
-                # No progress (an exit() that did not unregister): take them all out.
-                for gw in self:
-                    gw.exit()
-                    if gw in self._gateways:
-                        self._unregister(gw)
+            if self:
+                vias = {gw.spec.via for gw in self if getattr(gw.spec, "via", None)}
+                before = len(self._gateways)
+                members = [gw for gw in self if gw.id not in vias]
+                _exit_all(members, self.execmodel, timeout, threads)
+                if len(self._gateways) == before:
+                    # No progress (an exit() that did not unregister): take them all out.
+                    for gw in self:
+                        gw.exit()
+                        if gw in self._gateways:
+                            self._unregister(gw)
             to_join = list(self._gateways_to_join)
             del self._gateways_to_join[:]
             if threads:
-                safe_terminate(
-                    self.execmodel,
-                    timeout,
-                    [(partial(_join_wait, gw), partial(_kill, gw)) for gw in to_join],
-                )
+                # Local processes and sockets are waited for here, all against one deadline
+                # (bounded waits, no thread each); proxied gateways, whose wait and kill are
+                # round trips through their forwarder, each in a thread of safe_terminate.
+                direct = [gw for gw in to_join if _waitable_here(gw)]
+                proxied = [gw for gw in to_join if not _waitable_here(gw)]
+                if proxied:
+                    safe_terminate(
+                        self.execmodel,
+                        timeout,
+                        [(partial(_join_wait, gw), partial(_kill, gw)) for gw in proxied],
+                    )
+                _terminate_without_threads(direct, timeout)
             else:
                 _terminate_without_threads(to_join, timeout)
             if timeout is not None:
@@ -277,8 +291,16 @@ def _exit_all(
                 _kill(gw)
             gw.exit()
         return
+    # exit() right here where it cannot block: nobody else is writing (the send lock is free)
+    # and the pipe or socket has room for the 9-byte message; a thread each for the rest.
+    rest = []
+    for gw in gateways:
+        if not _exit_now(gw, execmodel):
+            rest.append(gw)
+    if not rest:
+        return
     pool = WorkerPool(execmodel)
-    replies = [(gw, pool.spawn(gw.exit)) for gw in gateways]
+    replies = [(gw, pool.spawn(gw.exit)) for gw in rest]
     deadline = time.monotonic() + timeout
     for gw, reply in replies:
         try:
@@ -293,17 +315,46 @@ def _exit_all(
 
 def _writable(gw: Any, timeout: float) -> bool:
     """Whether a small write to a subprocess gateway's stdin pipe would not block."""
-    import select
-
     stdin = getattr(getattr(gw, "_io", None), "_stdin", None)
     try:
         fd = stdin.fileno()  # type: ignore[union-attr]
     except (AttributeError, OSError, ValueError):
         return True
     try:
-        return bool(select.select([], [fd], [], timeout)[1])
+        return gateway._fd_ready(fd, True, timeout)
     except (OSError, ValueError):
         return True
+
+
+def _exit_now(gw: Any, execmodel: ExecModel) -> bool:
+    """Call ``gw.exit()`` if that cannot block; False (nothing done) otherwise."""
+    if execmodel.backend not in ("thread", "main_thread_only"):
+        return False
+    io = getattr(gw, "_io", None)
+    stream = getattr(io, "_stdin", None) or getattr(io, "sock", None)
+    lock = getattr(gw, "_sendlock", None)
+    if stream is None or lock is None:
+        return False
+    if not lock.acquire(False):
+        return False
+    try:
+        try:
+            fd = stream.fileno()
+            writable = gateway._fd_ready(fd, True, 0)
+        except (OSError, ValueError):
+            writable = True  # closed already: exit() fails at once and says so
+        if not writable:
+            return False
+        gw.exit()  # the send lock is re-entrant
+        return True
+    finally:
+        lock.release()
+
+
+def _waitable_here(gw: Any) -> bool:
+    """Whether joining ``gw`` and waiting for its process are local, bounded operations."""
+    io = getattr(gw, "_io", None)
+    return getattr(io, "popen", None) is not None or getattr(io, "sock", None) is not None
 
 
 def _join_wait(gw: Any) -> None:
@@ -345,7 +396,11 @@ def _threads_available(execmodel: ExecModel) -> bool:
 
 
 def _terminate_without_threads(gateways: list[Any], timeout: float | None) -> None:
-    """Bounded termination in the calling thread only (interpreter shutdown)."""
+    """Wait for every gateway in the calling thread, against one deadline; then kill.
+
+    The receivers end when the remotes close their side, and a local process's exit status is
+    taken by its receiver (``Gateway._record_end``), so the waits here are mostly already over.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     for gw in gateways:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -354,15 +409,15 @@ def _terminate_without_threads(gateways: list[Any], timeout: float | None) -> No
         popen = getattr(gw._io, "popen", None)
         if popen is None:
             continue
-        while popen.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                _kill(gw)
-                try:
-                    popen.wait(timeout=5.0)
-                except Exception:
-                    pass
-                break
-            time.sleep(0.01)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            popen.wait(timeout=remaining)
+        except Exception:
+            _kill(gw)
+            try:
+                popen.wait(timeout=5.0)
+            except Exception:
+                pass
 
 
 class MultiChannel:

@@ -36,6 +36,8 @@ class XSpec:
     installvia: str | None
     ssh_config: str | None
     ssh_reuse: str | bool | None
+    #: seconds between heartbeat probes (opt-in; see ``Gateway.cause_of_death``)
+    heartbeat: str | None
 
     def __init__(self, string: str) -> None:
         self._spec = string
