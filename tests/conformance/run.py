@@ -483,6 +483,16 @@ def suite_commands(
     return launches
 
 
+def _default_sigint() -> None:
+    """In a suite's process before exec: SIGINT back to its default action.
+
+    A background job of a non-interactive shell (CI) starts with SIGINT ignored, and an ignored
+    signal stays ignored across exec: xdist's test_keyboard_interrupt_dist would then Ctrl-C a
+    pytest that cannot be interrupted.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_launches(launches: list[Launch], env: dict[str, str], concurrent: bool) -> None:
     def start(launch: Launch) -> None:
         launch.junit.unlink(missing_ok=True)
@@ -491,7 +501,7 @@ def run_launches(launches: list[Launch], env: dict[str, str], concurrent: bool) 
             launch.started = time.monotonic()
             launch.proc = subprocess.Popen(
                 launch.args, cwd=launch.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_sigint,
             )  # fmt: skip
 
     def wait(launch: Launch) -> None:
