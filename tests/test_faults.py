@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import execnet
+from _procs import process_gone
 from execnet.gateway import Gateway
 
 TIMEOUT = 10.0
@@ -30,14 +31,6 @@ def group() -> Iterator[execnet.Group]:
 @pytest.fixture
 def gw(group: execnet.Group) -> Gateway:
     return group.makegateway("popen")
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def wait_gone(pid: int, timeout: float) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import execnet
+from _procs import process_gone, wait_gone
 from execnet.gateway import CauseOfDeath, Gateway, heartbeat_interval
 from execnet.multi import Group
 from execnet.xspec import XSpec
@@ -30,26 +31,6 @@ def group() -> Iterator[Group]:
     g = Group()
     yield g
     g.terminate(timeout=5.0)
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (missing, or a zombie nobody reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if not process_gone(pid)]
-        if not alive:
-            return []
-        time.sleep(0.02)
-    return [pid for pid in pids if not process_gone(pid)]
 
 
 def remote_pid(gw: Gateway) -> int:

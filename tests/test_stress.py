@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import execnet
+from _procs import process_gone
 from execnet.gateway import Gateway
 from execnet.multi import Group
 
@@ -40,15 +41,6 @@ def task_count() -> int:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 def settle(expected_tasks: int, timeout: float = 5.0) -> int:
