@@ -62,7 +62,8 @@ def _client(hostport: str) -> None:
     except KeyboardInterrupt:
         pass
     sock.shutdown(socket.SHUT_WR)
-    printer.join(2.0)
+    # the server closes once it has answered every statement sent; wait for that output
+    printer.join(60.0)
     sock.close()
 
 
