@@ -1604,20 +1604,14 @@ class BaseGateway:
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         mux = self._mux
-        if mux is not None and not DEBUG and not self._deferred_sends:
-            # The common case, kept short: the mux writes whole frames under its own lock; the
-            # send lock and depth only keep garbage-collector sends (``_send_deferrable``) out.
+        if mux is not None and not DEBUG:
+            # The common case, kept short: the mux writes whole frames in order under its own
+            # lock and never runs Python code while it holds it, so no send lock is needed
+            # (garbage-collector sends go through ``_send_deferrable``, which never waits).
             try:
-                with self._sendlock:
-                    self._send_depth += 1
-                    try:
-                        mux.send(msgcode, channelid, data)
-                    finally:
-                        self._send_depth -= 1
+                mux.send(msgcode, channelid, data)
             except (OSError, ValueError) as e:
                 raise OSError("cannot send (already closed?)") from e
-            if self._deferred_sends:
-                self._flush_deferred()
             return
         try:
             with self._sendlock:
@@ -1646,7 +1640,8 @@ class BaseGateway:
         while deferred:
             message = deferred.pop(0)
             if mux is not None:
-                mux.send(message.msgcode, message.channelid, message.data)
+                # buffered for the mux's writer thread: never waits for the write lock
+                mux.send(message.msgcode, message.channelid, message.data, True)
             else:
                 message.to_io(self._io)
 
@@ -1673,10 +1668,14 @@ class BaseGateway:
         same thread (a nested frame would corrupt the stream), or in the receiver thread while
         another thread is blocked writing to a full pipe (waiting for the lock would deadlock
         with a peer that waits for us to read). The frame is queued and written by whoever
-        holds, or next takes, the send lock.
+        holds, or next takes, the send lock; with a native mux, by the mux's writer thread.
         """
-        self._deferred_sends.append(Message(msgcode, channelid))
+        mux = self._mux
         try:
+            if mux is not None and not DEBUG:
+                mux.send(msgcode, channelid, b"", True)
+                return
+            self._deferred_sends.append(Message(msgcode, channelid))
             self._flush_deferred()
         except (OSError, ValueError) as e:
             self._trace("failed to send deferred messages", e)

@@ -7,6 +7,7 @@
 //! they took.
 
 pub mod io;
+pub mod outbox;
 pub mod queue;
 
 use std::collections::HashMap;

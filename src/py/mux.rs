@@ -15,16 +15,20 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyType};
 
-use crate::frame::{encode_frame, Frame, FrameError, MAX_CODE};
+use crate::frame::{encode_frame, Frame, FrameError, HEADER_LEN, MAX_CODE};
 use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
+use crate::mux::outbox::{Offer, Outbox};
 use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
 use crate::py::codec::decode_internal;
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
 /// retries release the GIL first.
 const FAST_WRITE_LIMIT: usize = 64 * 1024;
+
+/// `close_write()` waits at most this long for buffered frames to be written.
+const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 static QUEUE_EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -51,7 +55,7 @@ enum ReaderState {
 /// State shared by the `Mux` object and its reader thread.
 struct Shared {
     router: Router<Py<PyAny>>,
-    writer: WriteSide,
+    writer: Arc<Outbox>,
     unstarted: Mutex<Option<ReadSide>>,
     read_closer: ReadCloser,
     callbacks: Mutex<Option<Callbacks>>,
@@ -194,7 +198,7 @@ impl MuxPy {
         Ok(MuxPy {
             shared: Arc::new(Shared {
                 router: Router::new(),
-                writer: WriteSide::new(write, write_socket),
+                writer: Outbox::new(WriteSide::new(write, write_socket)),
                 unstarted: Mutex::new(Some(side)),
                 read_closer: closer,
                 callbacks: Mutex::new(None),
@@ -208,8 +212,19 @@ impl MuxPy {
         })
     }
 
-    /// Writes one whole frame (header and payload) under the write lock.
-    fn send(&self, py: Python<'_>, code: i64, channelid: i32, payload: &[u8]) -> PyResult<()> {
+    /// Sends one whole frame (header and payload). A frame sent on its own is written at once
+    /// under the write lock; small frames sent in a quick burst are buffered and written in
+    /// batches by a writer thread, in order (see the outbox). `defer=True` buffers the frame
+    /// whenever it fits, so the call does not wait for the write lock.
+    #[pyo3(signature = (code, channelid, payload, defer = false))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        code: i64,
+        channelid: i32,
+        payload: &[u8],
+        defer: bool,
+    ) -> PyResult<()> {
         self.check_process()?;
         let code = i8::try_from(code)
             .ok()
@@ -217,33 +232,31 @@ impl MuxPy {
             .ok_or_else(|| {
                 PyValueError::new_err(format!("message code {code} is not in 0..{MAX_CODE}"))
             })?;
-        let frame = encode_frame(code, channelid, payload)
-            .map_err(|err| PyValueError::new_err(err.to_string()))?;
-        let writer = &self.shared.writer;
-        // Fast path: the lock is free and the descriptor takes the frame right now, so there is
-        // no need to give up the GIL (re-taking it can cost a switch interval).
-        let mut sent = false;
-        if frame.len() <= FAST_WRITE_LIMIT {
-            if let Some(mut token) = writer.try_acquire().map_err(write_error)? {
-                let n = token.write_now(&frame)?;
-                if n < frame.len() {
-                    py.detach(|| token.write_all(&frame[n..], &mut check_signals))
+        let outbox = &self.shared.writer;
+        match outbox
+            .offer(code, channelid, payload, defer)
+            .map_err(write_error)?
+        {
+            Offer::Buffered { wait } => {
+                if wait {
+                    py.detach(|| outbox.wait_for_room(&mut check_signals))
                         .map_err(write_error)?;
                 }
-                sent = true;
             }
-        }
-        if !sent {
-            py.detach(|| {
-                let mut token = writer.acquire(&mut check_signals)?;
-                token.write_all(&frame, &mut check_signals)
-            })
-            .map_err(write_error)?;
+            Offer::Direct => self.write_frame(py, code, channelid, payload)?,
         }
         self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        let size = frame.len() as u64;
+        let size = (payload.len() + HEADER_LEN) as u64;
         self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes everything buffered by `send()`, waiting as a send would.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_process()?;
+        let outbox = &self.shared.writer;
+        py.detach(|| outbox.flush(&mut check_signals))
+            .map_err(write_error)
     }
 
     /// Starts the reader thread. `dispatch(code, channelid, payload)` gets every frame that is
@@ -344,7 +357,8 @@ impl MuxPy {
 
     /// Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
     /// (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
-    /// `bytes_sent`.
+    /// `bytes_sent`, `frames_buffered` (sent through the burst buffer), `batches_written`
+    /// (writes of buffered frames), `bytes_written` (bytes the descriptor took so far).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let router = self.shared.router.stats();
         let dict = PyDict::new(py);
@@ -355,9 +369,12 @@ impl MuxPy {
             ("frames_dispatched", &router.dispatched),
             ("frames_sent", &self.shared.frames_sent),
             ("bytes_sent", &self.shared.bytes_sent),
+            ("frames_buffered", &self.shared.writer.frames_buffered),
+            ("batches_written", &self.shared.writer.batches),
         ] {
             dict.set_item(name, counter.load(Ordering::Relaxed))?;
         }
+        dict.set_item("bytes_written", self.shared.writer.side().bytes_written())?;
         Ok(dict)
     }
 
@@ -376,9 +393,21 @@ impl MuxPy {
 
     /// Closes the write descriptor; for sockets the sending direction is shut down, so the peer
     /// sees end of stream. Later `send()` calls raise OSError. Idempotent.
-    fn close_write(&self) {
+    fn close_write(&self, py: Python<'_>) {
         if self.in_owner_process() {
-            self.shared.writer.close();
+            let outbox = &self.shared.writer;
+            // Deliver what `send()` buffered, unless the peer stopped reading.
+            let limit = Instant::now() + CLOSE_FLUSH_LIMIT;
+            let _ = py.detach(|| {
+                outbox.flush(&mut || {
+                    if Instant::now() >= limit {
+                        Err(())
+                    } else {
+                        Ok(())
+                    }
+                })
+            });
+            outbox.close();
         }
     }
 
@@ -420,6 +449,42 @@ impl MuxPy {
 }
 
 impl MuxPy {
+    /// Writes a frame with the sending thread: whatever is buffered first, then the frame.
+    fn write_frame(
+        &self,
+        py: Python<'_>,
+        code: i8,
+        channelid: i32,
+        payload: &[u8],
+    ) -> PyResult<()> {
+        let frame = encode_frame(code, channelid, payload)
+            .map_err(|err| PyValueError::new_err(err.to_string()))?;
+        let outbox = &self.shared.writer;
+        // Fast path: the lock is free, nothing is buffered and the descriptor takes the frame
+        // right now, so there is no need to give up the GIL (re-taking it can cost a switch
+        // interval).
+        if frame.len() <= FAST_WRITE_LIMIT {
+            if let Some(mut token) = outbox.try_acquire().map_err(write_error)? {
+                if outbox.has_buffered() {
+                    return py
+                        .detach(|| outbox.write_direct(&mut token, &frame, &mut check_signals))
+                        .map_err(write_error);
+                }
+                let n = token.write_now(&frame)?;
+                if n < frame.len() {
+                    py.detach(|| token.write_all(&frame[n..], &mut check_signals))
+                        .map_err(write_error)?;
+                }
+                return Ok(());
+            }
+        }
+        py.detach(|| {
+            let mut token = outbox.acquire(&mut check_signals)?;
+            outbox.write_direct(&mut token, &frame, &mut check_signals)
+        })
+        .map_err(write_error)
+    }
+
     fn in_owner_process(&self) -> bool {
         self.shared.pid == std::process::id()
     }
