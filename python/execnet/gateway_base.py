@@ -1331,8 +1331,10 @@ class ChannelFactory:
             self._no_longer_opened(id)
 
     def _local_receive(self, id: int, data: bytes) -> None:
-        # executes in the receiver thread, under the gateway's receive lock
-        channel = self._channels.get(id)
+        # executes in the receiver thread, under the gateway's receive lock; kept lean, as it
+        # runs once per item for channels with a callback
+        ref = self._channels.data.get(id)  # the WeakValueDictionary's own dict: no Python call
+        channel = ref() if ref is not None else None
         registered = self._callbacks.get(id)
         if registered is None:
             queue = channel._items if channel is not None else None
@@ -1344,7 +1346,11 @@ class ChannelFactory:
             try:
                 if channel is not None:
                     strconfig = channel._strconfig
-                item = _loads_wire(data, self, strconfig)
+                core = _core
+                if core is not None:
+                    item = core.loads_internal(data, self, strconfig)
+                else:
+                    item = _loads_wire(data, self, strconfig)
                 callback(item)  # even if the channel object was closed already
             except Exception as exc:
                 self.gateway._trace("exception during callback: %s" % exc)
@@ -1453,6 +1459,14 @@ class BaseGateway:
         # one turn of _thread_receiver's loop, for the frames the reader did not queue itself
         if self._receiver_ident is None:
             self._receiver_ident = self.execmodel.get_ident()
+        if code == 4 and not DEBUG:  # Message.CHANNEL_DATA: callbacks, large items
+            try:
+                with self._receivelock:
+                    self._channelfactory._local_receive(channelid, data)
+            except BaseException as exc:
+                self._dispatch_error = exc
+                raise
+            return
         msg = Message(code, channelid, data)
         self._trace("[receiver-thread]", "received", msg)
         try:
