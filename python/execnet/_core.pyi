@@ -148,6 +148,10 @@ class Mux:
         `BrokenPipeError`) when the write fails, an earlier buffered write failed, or the write
         side is closed.
         """
+    def send_item(self, channelid: int, item: object) -> None:
+        """Encode `item` in the internal form and send it as CHANNEL_DATA on `channelid`, as
+        `send(4, channelid, dumps_internal(item))` does, without the intermediate bytes object;
+        raises what `dumps_internal` raises (nothing is sent then)."""
     def flush(self) -> None:
         """Wait until every frame buffered by `send()` is written; raise as `send()` does."""
     def start(

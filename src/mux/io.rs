@@ -381,6 +381,26 @@ impl WriteToken<'_> {
     }
 }
 
+impl WriteToken<'_> {
+    /// Writes `parts` one after the other as one frame: a failure anywhere after the first
+    /// byte leaves the write side broken, as for a single buffer.
+    pub fn write_parts<E>(
+        &mut self,
+        parts: &[&[u8]],
+        check: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), WriteError<E>> {
+        let mut started = false;
+        for part in parts {
+            if started {
+                self.mid_frame = true;
+            }
+            self.write_all(part, check)?;
+            started |= !part.is_empty();
+        }
+        Ok(())
+    }
+}
+
 impl Drop for WriteToken<'_> {
     fn drop(&mut self) {
         let mut state = self.side.state.lock();

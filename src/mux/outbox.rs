@@ -340,6 +340,19 @@ impl Outbox {
         token.write_all(frame, check)
     }
 
+    /// Like [`Outbox::write_direct`] for a frame given as header and payload (no copy of the
+    /// payload into one buffer).
+    pub fn write_direct_parts<E>(
+        &self,
+        token: &mut WriteToken<'_>,
+        header: &[u8],
+        payload: &[u8],
+        check: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), WriteError<E>> {
+        self.drain(token, check)?;
+        token.write_parts(&[header, payload], check)
+    }
+
     /// Waits until fewer than [`HIGH_WATER`] bytes are buffered (or the flusher failed or is
     /// gone), running `check` every [`CHECK_INTERVAL`].
     pub fn wait_for_room<E>(

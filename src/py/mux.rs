@@ -15,13 +15,15 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyType};
 
-use crate::frame::{encode_frame, Frame, FrameError, HEADER_LEN, MAX_CODE};
+use crate::frame::{
+    encode_frame, wire_len, Frame, FrameError, FrameHeader, CHANNEL_DATA, HEADER_LEN, MAX_CODE,
+};
 use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
 use crate::mux::outbox::{Offer, Outbox};
 use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
-use crate::py::codec::decode_internal;
+use crate::py::codec::{decode_internal, encode_internal_into, with_scratch};
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
 /// retries release the GIL first.
@@ -232,23 +234,18 @@ impl MuxPy {
             .ok_or_else(|| {
                 PyValueError::new_err(format!("message code {code} is not in 0..{MAX_CODE}"))
             })?;
-        let outbox = &self.shared.writer;
-        match outbox
-            .offer(code, channelid, payload, defer)
-            .map_err(write_error)?
-        {
-            Offer::Buffered { wait } => {
-                if wait {
-                    py.detach(|| outbox.wait_for_room(&mut check_signals))
-                        .map_err(write_error)?;
-                }
-            }
-            Offer::Direct => self.write_frame(py, code, channelid, payload)?,
-        }
-        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        let size = (payload.len() + HEADER_LEN) as u64;
-        self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
-        Ok(())
+        self.send_payload(py, code, channelid, payload, defer)
+    }
+
+    /// Encodes `item` in the internal form and sends it as `CHANNEL_DATA` on `channelid`, as
+    /// `send(4, channelid, dumps_internal(item))` does, without the intermediate bytes object.
+    /// Raises what `dumps_internal` raises (nothing is sent then).
+    fn send_item(&self, py: Python<'_>, channelid: i32, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_process()?;
+        with_scratch(|payload| {
+            encode_internal_into(item, payload)?;
+            self.send_payload(py, CHANNEL_DATA, channelid, payload, false)
+        })
     }
 
     /// Writes everything buffered by `send()`, waiting as a send would.
@@ -449,6 +446,34 @@ impl MuxPy {
 }
 
 impl MuxPy {
+    /// Buffers the frame or writes it (see `send`), and counts it.
+    fn send_payload(
+        &self,
+        py: Python<'_>,
+        code: i8,
+        channelid: i32,
+        payload: &[u8],
+        defer: bool,
+    ) -> PyResult<()> {
+        let outbox = &self.shared.writer;
+        match outbox
+            .offer(code, channelid, payload, defer)
+            .map_err(write_error)?
+        {
+            Offer::Buffered { wait } => {
+                if wait {
+                    py.detach(|| outbox.wait_for_room(&mut check_signals))
+                        .map_err(write_error)?;
+                }
+            }
+            Offer::Direct => self.write_frame(py, code, channelid, payload)?,
+        }
+        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        let size = (payload.len() + HEADER_LEN) as u64;
+        self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Writes a frame with the sending thread: whatever is buffered first, then the frame.
     fn write_frame(
         &self,
@@ -457,26 +482,42 @@ impl MuxPy {
         channelid: i32,
         payload: &[u8],
     ) -> PyResult<()> {
+        let outbox = &self.shared.writer;
+        if HEADER_LEN + payload.len() > FAST_WRITE_LIMIT {
+            // Large: header and payload are written one after the other, without copying the
+            // payload into a frame buffer.
+            let len =
+                wire_len(payload.len()).map_err(|err| PyValueError::new_err(err.to_string()))?;
+            let header = FrameHeader {
+                code,
+                channel: channelid,
+                len,
+            }
+            .encode();
+            return py
+                .detach(|| {
+                    let mut token = outbox.acquire(&mut check_signals)?;
+                    outbox.write_direct_parts(&mut token, &header, payload, &mut check_signals)
+                })
+                .map_err(write_error);
+        }
         let frame = encode_frame(code, channelid, payload)
             .map_err(|err| PyValueError::new_err(err.to_string()))?;
-        let outbox = &self.shared.writer;
         // Fast path: the lock is free, nothing is buffered and the descriptor takes the frame
         // right now, so there is no need to give up the GIL (re-taking it can cost a switch
         // interval).
-        if frame.len() <= FAST_WRITE_LIMIT {
-            if let Some(mut token) = outbox.try_acquire().map_err(write_error)? {
-                if outbox.has_buffered() {
-                    return py
-                        .detach(|| outbox.write_direct(&mut token, &frame, &mut check_signals))
-                        .map_err(write_error);
-                }
-                let n = token.write_now(&frame)?;
-                if n < frame.len() {
-                    py.detach(|| token.write_all(&frame[n..], &mut check_signals))
-                        .map_err(write_error)?;
-                }
-                return Ok(());
+        if let Some(mut token) = outbox.try_acquire().map_err(write_error)? {
+            if outbox.has_buffered() {
+                return py
+                    .detach(|| outbox.write_direct(&mut token, &frame, &mut check_signals))
+                    .map_err(write_error);
             }
+            let n = token.write_now(&frame)?;
+            if n < frame.len() {
+                py.detach(|| token.write_all(&frame[n..], &mut check_signals))
+                    .map_err(write_error)?;
+            }
+            return Ok(());
         }
         py.detach(|| {
             let mut token = outbox.acquire(&mut check_signals)?;
