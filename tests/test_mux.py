@@ -314,28 +314,33 @@ def test_strconfig_applies_to_items_arriving_after_the_change(pipes: Pipes) -> N
     assert q.get(timeout=10) == b"b"
 
 
-def test_large_payloads_are_dispatched_small_ones_queued(pipes: Pipes) -> None:
-    # 256 KiB and more: decoded by dispatch in the reader thread, as upstream's receiver does.
+def test_large_payloads_are_decoded_by_the_reader(pipes: Pipes) -> None:
+    # 256 KiB and more: decoded in the reader thread, as upstream's receiver does, and queued
+    # without a call to dispatch; smaller ones are queued raw and decoded by get(). Large data
+    # for an unrouted channel still goes to dispatch.
     q = pipes.mux.queue(1)
-    rec = Recorder(lambda code, ch, payload: q.put(loads(payload)))
+    rec = Recorder(lambda code, ch, payload: q.put(("dispatched", ch, len(payload))))
     pipes.mux.start(rec.dispatch, rec.on_exit)
     limit = 256 * 1024
     overhead = len(dumps(b""))
-    blobs = [bytes([i]) * (4 << 20) for i in range(3)]
-    blobs += [b"s" * (limit - overhead - 1), b"t" * (limit - overhead)]
+    blobs: list[object] = [bytes([i]) * (4 << 20) for i in range(3)]
+    blobs += [b"s" * (limit - overhead - 1), b"t" * (limit - overhead), "\u20ac" * limit]
+    unrouted = b"u" * limit
 
     def peer() -> None:
-        for blob in blobs:
+        for blob in blobs[:3]:
+            os.write(pipes.peer_w, frame(4, 1, dumps(blob)))
+        os.write(pipes.peer_w, frame(4, 2, dumps(unrouted)))
+        for blob in blobs[3:]:
             os.write(pipes.peer_w, frame(4, 1, dumps(blob)))
 
     t = threading.Thread(target=peer)
     t.start()
-    for blob in blobs:
-        assert q.get(timeout=30) == blob
+    got = [q.get(timeout=30) for _ in range(len(blobs) + 1)]
     t.join()
-    assert [len(payload) for _, _, payload in rec.frames] == [
-        len(dumps(blob)) for blob in blobs[:3] + blobs[4:]
-    ]
+    assert got == blobs[:3] + [("dispatched", 2, len(dumps(unrouted)))] + blobs[3:]
+    assert [(ch, len(payload)) for _, ch, payload in rec.frames] == [(2, len(dumps(unrouted)))]
+    assert pipes.mux.stats()["frames_queued"] == 1  # only the one below 256 KiB went raw
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,19 @@ class Gateway(BaseGateway):
         exited yet at that moment is looked at again here.
         """
         cause = self._cause
-        if cause is not None and cause.returncode is None and cause.kind != "unresponsive":
+        if cause is None:
+            # The receiver may not have seen the end yet (e.g. right after Group.terminate
+            # killed the process): an exited local process answers already.
+            popen = getattr(self._io, "popen", None)
+            returncode = popen.poll() if popen is not None and self._process_status else None
+            if returncode is not None:
+                status = self._cause_from_status(returncode)
+                if self._unresponsive is not None:
+                    return self._unresponsive._replace(
+                        returncode=status.returncode, signal=status.signal
+                    )
+                return status
+        elif cause.returncode is None and cause.kind != "unresponsive":
             popen = getattr(self._io, "popen", None)
             returncode = popen.poll() if popen is not None and self._process_status else None
             if returncode is not None:

@@ -1141,11 +1141,13 @@ class Channel:
         """Send ``item`` to the peer (``OSError`` if the channel is closed)."""
         if self._closed:
             raise OSError(f"cannot send to {self!r}")
-        mux = self.gateway._mux
-        if mux is not None and not DEBUG:
+        gateway = self.gateway
+        mux = gateway._mux
+        if mux is not None and not DEBUG and type(gateway)._send is _BASE_SEND:
             # encoded straight into the frame (what _send(CHANNEL_DATA, ...) does, one copy
-            # less); encoding errors (DumpError, UnicodeEncodeError, ...) pass unchanged, while
-            # the sending itself fails with OSError only
+            # less; a subclass or patch of _send is still called); encoding errors
+            # (DumpError, UnicodeEncodeError, ...) pass unchanged, while the sending itself
+            # fails with OSError only
             try:
                 mux.send_item(self.id, item)
             except OSError as e:
@@ -2384,3 +2386,6 @@ def dumps_internal(obj: object) -> bytes:
     if core is not None:
         return core.dumps_internal(obj)  # type: ignore[no-any-return]
     return _Serializer().save(obj)  # type: ignore[return-value]
+
+
+_BASE_SEND = BaseGateway._send

@@ -22,7 +22,9 @@ use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
 use crate::mux::outbox::{Offer, Outbox};
-use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
+use crate::mux::{
+    run_reader, Burst, GetError, Item, Queue, ReaderExit, Router, MAX_ROUTED_PAYLOAD,
+};
 use crate::py::codec::{decode_internal, encode_internal_into, with_scratch};
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
@@ -96,10 +98,12 @@ impl Shared {
             };
             let mut next = Some(frame);
             while let Some(frame) = next {
-                let payload = PyBytes::new(py, &frame.payload);
-                dispatch
-                    .call1(py, (frame.code, frame.channel, payload))
-                    .map_err(Stop::Raised)?;
+                if let Some(frame) = self.queue_large(py, frame) {
+                    let payload = PyBytes::new(py, &frame.payload);
+                    dispatch
+                        .call1(py, (frame.code, frame.channel, payload))
+                        .map_err(Stop::Raised)?;
+                }
                 if self.read_closer.is_closed() {
                     return Err(Stop::Closed);
                 }
@@ -108,6 +112,26 @@ impl Shared {
             Ok(())
         });
         result.unwrap_or(Err(Stop::Finalizing))
+    }
+
+    /// Decodes a large data frame of a routed channel right here and queues the item (what
+    /// `dispatch` would do, minus a copy of the payload into a bytes object and the Python
+    /// calls); hands back any other frame, or one that cannot be queued this way.
+    fn queue_large(&self, py: Python<'_>, frame: Frame) -> Option<Frame> {
+        if frame.code != CHANNEL_DATA || frame.payload.len() < MAX_ROUTED_PAYLOAD {
+            return Some(frame);
+        }
+        let Some(strconfig) = self.router.decodable(frame.channel, &frame.payload) else {
+            return Some(frame);
+        };
+        // An error is left to `dispatch`, which raises it as before.
+        let Ok(item) = decode_internal(py, &frame.payload, strconfig, None) else {
+            return Some(frame);
+        };
+        match self.router.push_decoded(frame.channel, item.unbind()) {
+            Ok(()) => None,
+            Err(_) => Some(frame),
+        }
     }
 
     /// Reports the end of the reader to `on_exit`, exactly once, then marks it finished.
