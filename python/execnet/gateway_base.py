@@ -1345,7 +1345,7 @@ class ChannelFactory:
     def _local_receive(self, id: int, data: bytes) -> None:
         # executes in the receiver thread, under the gateway's receive lock; kept lean, as it
         # runs once per item for channels with a callback
-        ref = self._channels.data.get(id)  # the WeakValueDictionary's own dict: no Python call
+        ref = self._channels.data.get(id)  # type: ignore[attr-defined]  # its dict: no Python call
         channel = ref() if ref is not None else None
         registered = self._callbacks.get(id)
         if registered is None:
