@@ -264,6 +264,7 @@ def test_routed_and_dispatched_frames_keep_wire_order(pipes: Pipes) -> None:
         "frames_buffered": 0,
         "batches_written": 0,
         "bytes_written": 0,
+        "frames_called_back": 0,
     }
 
 

@@ -175,6 +175,21 @@ class Mux:
     def queue(self, channelid: int, strconfig: tuple[bool, bool] = ...) -> ChannelQueue:
         """Create the queue of `channelid` and route its plain data there from now on
         (replacing an earlier route of that id)."""
+    def route_callback(
+        self,
+        channelid: int,
+        callback: Callable[[Any], object],
+        on_error: Callable[[int, Exception], object],
+        strconfig: tuple[bool, bool] = ...,
+    ) -> None:
+        """Deliver the plain data of `channelid` from now on to `callback(item)`, called in the
+        reader thread with the item decoded there (with `strconfig`); an `Exception` raised by
+        the callback goes to `on_error(channelid, exc)`, any other exception ends the reader as
+        one raised by `dispatch` does. Data that needs Python to decode (channel references)
+        still goes to `dispatch`. Replaces an earlier route (queue or callback) of that id;
+        `unroute` removes it."""
+    def in_reader_thread(self) -> bool:
+        """Whether the calling thread is this mux's reader thread."""
     def unroute(self, channelid: int) -> None:
         """Stop routing `channelid`: once this returns, its data goes to `dispatch`. Items
         already queued stay in the queue."""
@@ -188,7 +203,8 @@ class Mux:
         """Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
         (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
         `bytes_sent`, `frames_buffered` (sent through the burst buffer), `batches_written`
-        (writes of buffered frames), `bytes_written` (bytes the descriptor took so far)."""
+        (writes of buffered frames), `bytes_written` (bytes the descriptor took so far),
+        `frames_called_back` (data passed to a callback route without `dispatch`)."""
     def is_alive(self) -> bool:
         """Whether the reader thread is running."""
     def close_read(self) -> None:

@@ -997,6 +997,22 @@ class Channel:
         if queuetype is not None and isinstance(items, queuetype):
             # payloads queued by the reader thread from now on are decoded with it
             items.strconfig = value
+        elif items is None:
+            # a callback route decodes in the reader thread: give it the new setting
+            self._route_callback()
+
+    def _route_callback(self) -> None:
+        # Plain data for this id then goes from the reader thread straight to the callback,
+        # past dispatch and _local_receive (which still handle what the mux hands over).
+        mux = getattr(self.gateway, "_mux", None)
+        factory = self.gateway._channelfactory
+        registered = factory._callbacks.get(self.id)
+        if mux is None or registered is None:
+            return
+        try:
+            mux.route_callback(self.id, registered[0], factory._callback_failed, self._strconfig)
+        except OSError:
+            pass  # a Mux inherited through fork() routes nothing
 
     def _unroute(self) -> None:
         # Routed data bypasses _receivelock and _local_receive; wherever upstream stops
@@ -1034,6 +1050,7 @@ class Channel:
                 except empty:
                     if not (self._closed or self._receiveclosed.is_set()):
                         _callbacks[self.id] = (callback, endmarker, self._strconfig)
+                        self._route_callback()
                     break
                 if olditem is ENDMARKER:
                     items.put(olditem)  # for other receivers
@@ -1176,6 +1193,9 @@ class Channel:
         return x
 
     def _in_receiver_thread(self) -> bool:
+        mux = getattr(self.gateway, "_mux", None)
+        if mux is not None:
+            return mux.in_reader_thread()  # type: ignore[no-any-return]
         ident = getattr(self.gateway, "_receiver_ident", None)
         return ident is not None and ident == self.gateway.execmodel.get_ident()
 
@@ -1365,15 +1385,23 @@ class ChannelFactory:
                     item = _loads_wire(data, self, strconfig)
                 callback(item)  # even if the channel object was closed already
             except Exception as exc:
-                self.gateway._trace("exception during callback: %s" % exc)
-                errortext = self.gateway._geterrortext(exc)
-                try:
-                    self.gateway._send(Message.CHANNEL_CLOSE_ERROR, id, dumps_internal(errortext))
-                except OSError:
-                    pass
-                # upstream records the bare text here (and later fails to warn() it);
-                # a RemoteError keeps _remoteerrors homogeneous.
-                self._local_close(id, RemoteError(errortext))
+                self._report_callback_error(id, exc)
+
+    def _callback_failed(self, id: int, exc: Exception) -> None:
+        # called by the mux's reader thread when a routed callback raised
+        with self.gateway._receivelock:
+            self._report_callback_error(id, exc)
+
+    def _report_callback_error(self, id: int, exc: Exception) -> None:
+        self.gateway._trace("exception during callback: %s" % exc)
+        errortext = self.gateway._geterrortext(exc)
+        try:
+            self.gateway._send(Message.CHANNEL_CLOSE_ERROR, id, dumps_internal(errortext))
+        except OSError:
+            pass
+        # upstream records the bare text here (and later fails to warn() it);
+        # a RemoteError keeps _remoteerrors homogeneous.
+        self._local_close(id, RemoteError(errortext))
 
     def _finished_receiving(self) -> None:
         with self._writelock:

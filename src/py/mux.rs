@@ -1,6 +1,7 @@
 //! Bindings of the multiplexer: `Mux` (a gateway connection's reader thread, routing table and
 //! write lock) and `ChannelQueue` (a channel's receive queue).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,12 +10,13 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::{PyEOFError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyException, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyType};
 
+use crate::codec;
 use crate::frame::{
     encode_frame, wire_len, Frame, FrameError, FrameHeader, CHANNEL_DATA, HEADER_LEN, MAX_CODE,
 };
@@ -66,9 +68,19 @@ struct Shared {
     state: Mutex<ReaderState>,
     finished: Condvar,
     reader_thread: Mutex<Option<ThreadId>>,
+    /// Channels whose plain data goes to a Python callback (see `route_callback`).
+    callback_routes: Mutex<HashMap<i32, CallbackRoute>>,
+    frames_called_back: AtomicU64,
     pid: u32,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
+}
+
+/// Where the plain data of a channel with a callback goes.
+struct CallbackRoute {
+    callback: Py<PyAny>,
+    on_error: Py<PyAny>,
+    strconfig: (bool, bool),
 }
 
 /// Why the reader stopped on the dispatch side.
@@ -98,7 +110,11 @@ impl Shared {
             };
             let mut next = Some(frame);
             while let Some(frame) = next {
-                if let Some(frame) = self.queue_large(py, frame) {
+                let frame = match self.call_back(py, frame)? {
+                    Some(frame) => self.queue_large(py, frame),
+                    None => None,
+                };
+                if let Some(frame) = frame {
                     let payload = PyBytes::new(py, &frame.payload);
                     dispatch
                         .call1(py, (frame.code, frame.channel, payload))
@@ -112,6 +128,56 @@ impl Shared {
             Ok(())
         });
         result.unwrap_or(Err(Stop::Finalizing))
+    }
+
+    /// Delivers a data frame of a channel with a callback route: decoded here and passed to
+    /// the callback (what `dispatch` would do, minus the Python calls around it). Hands back
+    /// any other frame, and one whose payload needs Python to decode (channel references) or
+    /// does not decode, so that `dispatch` handles it as before.
+    fn call_back(&self, py: Python<'_>, frame: Frame) -> Result<Option<Frame>, Stop> {
+        if frame.code != CHANNEL_DATA {
+            return Ok(Some(frame));
+        }
+        // The callables are taken out under the lock and called without it: a callback may
+        // change the routes.
+        let route = self
+            .callback_routes
+            .lock()
+            .get(&frame.channel)
+            .map(|route| {
+                (
+                    route.callback.clone_ref(py),
+                    route.on_error.clone_ref(py),
+                    route.strconfig,
+                )
+            });
+        let Some((callback, on_error, strconfig)) = route else {
+            return Ok(Some(frame));
+        };
+        match codec::scan(&frame.payload) {
+            Ok(info) if !info.channel_refs && !info.needs_python_check => {}
+            _ => return Ok(Some(frame)),
+        }
+        let Ok(item) = decode_internal(py, &frame.payload, strconfig, None) else {
+            return Ok(Some(frame));
+        };
+        self.frames_called_back.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = callback.call1(py, (item,)) {
+            if !err.is_instance_of::<PyException>(py) {
+                // KeyboardInterrupt, SystemExit...: they end the reader, as from `dispatch`.
+                return Err(Stop::Raised(err));
+            }
+            on_error
+                .call1(py, (frame.channel, err.into_value(py)))
+                .map_err(Stop::Raised)?;
+        }
+        Ok(None)
+    }
+
+    /// Removes the callback route of `channel`; the callables are released after the lock.
+    fn remove_callback_route(&self, channel: i32) {
+        let old = self.callback_routes.lock().remove(&channel);
+        drop(old);
     }
 
     /// Decodes a large data frame of a routed channel right here and queues the item (what
@@ -231,6 +297,8 @@ impl MuxPy {
                 state: Mutex::new(ReaderState::NotStarted),
                 finished: Condvar::new(),
                 reader_thread: Mutex::new(None),
+                callback_routes: Mutex::new(HashMap::new()),
+                frames_called_back: AtomicU64::new(0),
                 pid: std::process::id(),
                 frames_sent: AtomicU64::new(0),
                 bytes_sent: AtomicU64::new(0),
@@ -341,7 +409,39 @@ impl MuxPy {
     fn unroute(&self, channelid: i32) -> PyResult<()> {
         self.check_process()?;
         self.shared.router.unroute(channelid);
+        self.shared.remove_callback_route(channelid);
         Ok(())
+    }
+
+    /// Delivers the plain data of `channelid` from now on to `callback(item)`, called in the
+    /// reader thread with the item decoded there (with `strconfig`); an `Exception` raised by
+    /// the callback is passed to `on_error(channelid, exc)`. Data that needs Python to decode
+    /// (channel references) still goes to `dispatch`. Replaces an earlier route of that id;
+    /// `unroute` removes it.
+    #[pyo3(signature = (channelid, callback, on_error, strconfig = (true, false)))]
+    fn route_callback(
+        &self,
+        channelid: i32,
+        callback: Py<PyAny>,
+        on_error: Py<PyAny>,
+        strconfig: (bool, bool),
+    ) -> PyResult<()> {
+        self.check_process()?;
+        self.shared.router.unroute(channelid);
+        let route = CallbackRoute {
+            callback,
+            on_error,
+            strconfig,
+        };
+        let old = self.shared.callback_routes.lock().insert(channelid, route);
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the calling thread is the reader thread.
+    fn in_reader_thread(&self) -> bool {
+        self.in_owner_process()
+            && *self.shared.reader_thread.lock() == Some(std::thread::current().id())
     }
 
     /// Waits until the reader has finished (including `on_exit`); returns whether it has.
@@ -379,7 +479,8 @@ impl MuxPy {
     /// Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
     /// (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
     /// `bytes_sent`, `frames_buffered` (sent through the burst buffer), `batches_written`
-    /// (writes of buffered frames), `bytes_written` (bytes the descriptor took so far).
+    /// (writes of buffered frames), `bytes_written` (bytes the descriptor took so far),
+    /// `frames_called_back` (data passed to a callback route without `dispatch`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let router = self.shared.router.stats();
         let dict = PyDict::new(py);
@@ -392,6 +493,7 @@ impl MuxPy {
             ("bytes_sent", &self.shared.bytes_sent),
             ("frames_buffered", &self.shared.writer.frames_buffered),
             ("batches_written", &self.shared.writer.batches),
+            ("frames_called_back", &self.shared.frames_called_back),
         ] {
             dict.set_item(name, counter.load(Ordering::Relaxed))?;
         }
@@ -441,6 +543,12 @@ impl MuxPy {
                 visit.call(&callbacks.on_exit)?;
             }
         }
+        if let Some(routes) = self.shared.callback_routes.try_lock() {
+            for route in routes.values() {
+                visit.call(&route.callback)?;
+                visit.call(&route.on_error)?;
+            }
+        }
         Ok(())
     }
 
@@ -452,6 +560,12 @@ impl MuxPy {
             .try_lock()
             .and_then(|mut cb| cb.take());
         drop(callbacks);
+        let routes = self
+            .shared
+            .callback_routes
+            .try_lock()
+            .map(|mut routes| std::mem::take(&mut *routes));
+        drop(routes);
     }
 }
 
