@@ -215,3 +215,7 @@ class Mux:
         """Write what `send()` buffered (waiting at most 1 s for a peer that does not read),
         then close the write descriptor; a socket's sending direction is shut down, so the peer
         sees end of stream. Later sends raise OSError. Idempotent."""
+
+def _after_fork_in_child() -> None:
+    """Run in the child of `os.fork()` (registered with `os.register_at_fork` on import):
+    every existing `Mux` then belongs to the parent and refuses to be used."""

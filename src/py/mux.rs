@@ -45,6 +45,30 @@ fn queue_empty(py: Python<'_>) -> PyErr {
     }
 }
 
+/// Bumped in the child of every `os.fork()`: a `Mux` made in an earlier generation belongs to
+/// another process. Cheaper than asking for the process id on every send (a system call).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// `_after_fork_in_child()`: registered with `os.register_at_fork`; marks every existing `Mux`
+/// as belonging to the parent.
+#[pyfunction(name = "_after_fork_in_child")]
+pub fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers [`after_fork_in_child`] to run in the child of `os.fork()`.
+pub fn register_fork_hook(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = module.getattr("_after_fork_in_child")?;
+    let kwargs = pyo3::types::PyDict::new(module.py());
+    kwargs.set_item("after_in_child", hook)?;
+    module
+        .py()
+        .import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
+    Ok(())
+}
+
 /// The Python callables of a started reader.
 struct Callbacks {
     dispatch: Py<PyAny>,
@@ -71,7 +95,7 @@ struct Shared {
     /// Channels whose plain data goes to a Python callback (see `route_callback`).
     callback_routes: Mutex<HashMap<i32, CallbackRoute>>,
     frames_called_back: AtomicU64,
-    pid: u32,
+    fork_generation: u64,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
 }
@@ -299,7 +323,7 @@ impl MuxPy {
                 reader_thread: Mutex::new(None),
                 callback_routes: Mutex::new(HashMap::new()),
                 frames_called_back: AtomicU64::new(0),
-                pid: std::process::id(),
+                fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
                 frames_sent: AtomicU64::new(0),
                 bytes_sent: AtomicU64::new(0),
             }),
@@ -665,7 +689,10 @@ impl MuxPy {
     }
 
     fn in_owner_process(&self) -> bool {
-        self.shared.pid == std::process::id()
+        // The fork generation rather than the process id: no system call per send. A fork
+        // that bypasses Python's fork hooks (C code calling fork() and then Python code using
+        // the parent's Mux in the child) is not detected.
+        self.shared.fork_generation == FORK_GENERATION.load(Ordering::Relaxed)
     }
 }
 
