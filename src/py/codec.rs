@@ -281,6 +281,7 @@ struct PyBuilder<'a, 'py> {
     py3str_as_py2str: bool,
     channelfactory: Option<&'a Bound<'py, PyAny>>,
     strings: Option<StringCache<'py>>,
+    numbers: Option<NumberCache<'py>>,
     /// Whether the input is long enough for a [`StringCache`] to pay off.
     share_keys: bool,
 }
@@ -293,7 +294,7 @@ const SHARE_KEYS_INPUT_LEN: usize = 1024;
 
 /// Short strings this long at most are shared through the [`StringCache`].
 const CACHED_STRING_LEN: usize = 24;
-const CACHE_BITS: u32 = 8;
+const CACHE_BITS: u32 = 9;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
@@ -305,20 +306,37 @@ struct StringCache<'py> {
 /// The string's bytes as little-endian words (zero-padded), its length, and the string.
 type CacheSlot<'py> = Option<([u64; 3], usize, Bound<'py, PyString>)>;
 
-/// The first 24 bytes of `bytes` as three little-endian words, zero-padded. Built in registers:
-/// no byte-wise copy to memory read back as words.
+/// Eight bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+#[inline(always)]
+fn word8(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at.saturating_add(8))
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Four bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+#[inline(always)]
+fn word4(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at.saturating_add(4))
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+}
+
+/// The bytes of a string of at most 24 bytes as three words, by overlapping loads: together
+/// with the length they determine the bytes.
+#[inline(always)]
 fn words(bytes: &[u8]) -> [u64; 3] {
-    let mut out = [0u64; 3];
-    for (word, chunk) in out.iter_mut().zip(bytes.chunks(8)) {
-        *word = match <[u8; 8]>::try_from(chunk) {
-            Ok(full) => u64::from_le_bytes(full),
-            Err(_) => chunk
-                .iter()
-                .rev()
-                .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
-        };
+    let len = bytes.len();
+    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+    match len {
+        0 => [0; 3],
+        1..=3 => [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0],
+        4..=8 => [word4(bytes, 0) | word4(bytes, len - 4) << 32, 0, 0],
+        9..=16 => [word8(bytes, 0), word8(bytes, len - 8), 0],
+        _ => [word8(bytes, 0), word8(bytes, 8), word8(bytes, len - 8)],
     }
-    out
 }
 
 impl<'py> StringCache<'py> {
@@ -333,8 +351,7 @@ impl<'py> StringCache<'py> {
     fn get(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
         let key = words(bytes);
         let len = bytes.len();
-        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47))
-            .wrapping_add(len as u64)
+        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47) ^ len as u64)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The slot index is the top bits of the multiplicative hash.
         let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
@@ -348,6 +365,43 @@ impl<'py> StringCache<'py> {
         }
         let obj = PyString::from_bytes(py, bytes)?;
         *slot = Some((key, len, obj.clone()));
+        Ok(obj)
+    }
+}
+
+const NUMBER_SLOTS: usize = 64;
+
+/// A direct-mapped cache of int and float objects by (kind, bits).
+struct NumberCache<'py> {
+    slots: Vec<Option<(u8, u64, Bound<'py, PyAny>)>>,
+}
+
+impl<'py> NumberCache<'py> {
+    fn new() -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(NUMBER_SLOTS).collect(),
+        }
+    }
+
+    #[inline]
+    fn get(
+        &mut self,
+        kind: u8,
+        bits: u64,
+        make: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mixed = (bits ^ (bits >> 32) ^ u64::from(kind)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let index = usize::try_from(mixed >> 58).unwrap_or(0);
+        let Some(slot) = self.slots.get_mut(index) else {
+            return make();
+        };
+        if let Some((k, b, obj)) = slot {
+            if *k == kind && *b == bits {
+                return Ok(obj.clone());
+            }
+        }
+        let obj = make()?;
+        *slot = Some((kind, bits, obj.clone()));
         Ok(obj)
     }
 }
@@ -394,6 +448,11 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         Ok(PyBool::new(self.py, value).to_owned().into_any())
     }
     fn int(&mut self, value: i32) -> PyResult<Self::Value> {
+        if self.share_keys && !(-5..=256).contains(&value) {
+            let py = self.py;
+            let cache = self.numbers.get_or_insert_with(NumberCache::new);
+            return cache.get(0, value as u64, || Ok(value.into_pyobject(py)?.into_any()));
+        }
         Ok(value.into_pyobject(self.py)?.into_any())
     }
     fn long(&mut self, literal: &[u8], _: usize, _: u8) -> PyResult<Self::Value> {
@@ -408,6 +467,12 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             .call1((new_bytes(self.py, literal)?,))
     }
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
+        let bits = value.to_bits();
+        if self.share_keys && bits & 0xffff_ffff == 0 {
+            let py = self.py;
+            let cache = self.numbers.get_or_insert_with(NumberCache::new);
+            return cache.get(1, bits, || Ok(PyFloat::new(py, value).into_any()));
+        }
         Ok(PyFloat::new(self.py, value).into_any())
     }
     fn complex(&mut self, real: f64, imag: f64) -> PyResult<Self::Value> {
@@ -459,6 +524,38 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             return PyList::new(py, [py.None()])?.into_any().mul(len);
         }
         Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
+    }
+    const EAGER_LISTS: bool = true;
+    #[allow(unsafe_code)]
+    fn list_new(&mut self, len: usize, _: usize) -> PyResult<Self::Value> {
+        let len = isize::try_from(len).map_err(|_| PyMemoryError::new_err(()))?;
+        // SAFETY: `PyList_New` returns a new reference or NULL with an exception set. Its slots
+        // are NULL until set: the decoder sets every slot (`list_put`, `list_fill`) before the
+        // list leaves its stack, and CPython's list traversal and deallocation accept NULL slots
+        // meanwhile.
+        unsafe { Bound::from_owned_ptr_or_err(self.py, pyo3::ffi::PyList_New(len)) }
+    }
+    #[allow(unsafe_code)]
+    fn list_put(
+        &mut self,
+        list: &mut Self::Value,
+        index: usize,
+        value: Self::Value,
+    ) -> PyResult<()> {
+        let index = isize::try_from(index).map_err(|_| PyIndexError::new_err(()))?;
+        // SAFETY: `list` is a list from `list_new` (the GIL is held: `self.py`);
+        // `PyList_SetItem` takes over the reference to `value`, also when it fails.
+        if unsafe { pyo3::ffi::PyList_SetItem(list.as_ptr(), index, value.into_ptr()) } != 0 {
+            return Err(PyErr::fetch(self.py));
+        }
+        Ok(())
+    }
+    fn list_fill(&mut self, list: &mut Self::Value, from: usize, len: usize) -> PyResult<()> {
+        for index in from..len {
+            let none = self.none()?;
+            self.list_put(list, index, none)?;
+        }
+        Ok(())
     }
     fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
         Ok(PyList::new(self.py, items)?.into_any())
@@ -554,6 +651,7 @@ fn decode_with<'py>(
         py3str_as_py2str: strconfig.1,
         channelfactory,
         strings: None,
+        numbers: None,
         share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
     };
     let _paused = (data.len() >= PAUSE_GC_INPUT_LEN).then(|| GcPause::new(py));
