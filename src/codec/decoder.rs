@@ -729,74 +729,98 @@ fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::V
     Ok(Some(value))
 }
 
-/// `INT v` pushed onto a list. The encoder's list item, "INT index, a scalar, SETITEM" for the
-/// next slot, is set in place; otherwise the int waits on the stack, deferred.
+/// `INT v` pushed onto a list. The encoder's list items, "INT index, a scalar, SETITEM" for the
+/// next slot, are set in place, as many as come in a row; otherwise the int waits on the
+/// stack, deferred.
 #[inline(always)]
 fn list_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     r: &mut Reader<'_>,
-    v: i32,
+    mut v: i32,
 ) -> Result<(), B::Error> {
-    let deferred = Entry {
-        value: None,
-        meta: INT_FLAG | 1,
-        aux: v as u32,
-        len: 0,
-    };
-    let next_slot = stack
-        .last()
-        .is_some_and(|e| e.value.is_some() && e.aux < e.len && e.aux == v as u32);
-    if !next_slot {
-        stack.push(deferred);
-        return Ok(());
-    }
-    let Some(value) = scalar(builder, r)? else {
-        stack.push(deferred);
-        return Ok(());
-    };
-    if r.data.get(r.pos) == Some(&op::SETITEM) {
-        if let Some(Entry {
+    loop {
+        let deferred = Entry {
+            value: None,
+            meta: INT_FLAG | 1,
+            aux: v as u32,
+            len: 0,
+        };
+        let next_slot = stack
+            .last()
+            .is_some_and(|e| e.value.is_some() && e.aux < e.len && e.aux == v as u32);
+        if !next_slot {
+            stack.push(deferred);
+            return Ok(());
+        }
+        let Some(value) = scalar(builder, r)? else {
+            stack.push(deferred);
+            return Ok(());
+        };
+        let Some(Entry {
             value: Some(list),
             aux,
             ..
-        }) = stack.last_mut()
-        {
-            r.pos += 1;
-            builder.list_put(list, *aux as usize, value)?;
-            *aux += 1;
+        }) = stack
+            .last_mut()
+            .filter(|_| r.data.get(r.pos) == Some(&op::SETITEM))
+        else {
+            stack.push(deferred);
+            stack.push(Entry::new(value, 1));
             return Ok(());
+        };
+        r.pos += 1;
+        builder.list_put(list, *aux as usize, value)?;
+        *aux += 1;
+        // The next item?
+        let offset = r.pos;
+        match r.data.get(offset) {
+            Some(&opcode @ (op::INT | op::LONG)) => {
+                r.pos += 1;
+                v = r.int4(offset, opcode)?;
+            }
+            _ => return Ok(()),
         }
     }
-    stack.push(deferred);
-    stack.push(Entry::new(value, 1));
-    Ok(())
 }
 
-/// A key pushed onto a dict. The encoder's dict item, "key, a scalar, SETITEM", is stored
-/// right away; otherwise the key waits on the stack.
+/// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
+/// right away, as many as come in a row with text keys; otherwise the key waits on the stack.
 #[inline(always)]
 fn dict_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     r: &mut Reader<'_>,
-    key: B::Value,
+    mut key: B::Value,
 ) -> Result<(), B::Error> {
-    let Some(value) = scalar(builder, r)? else {
-        stack.push(Entry::new(key, 1));
-        return Ok(());
-    };
-    let offset = r.pos;
-    if r.data.get(offset) == Some(&op::SETITEM) {
-        if let Some(Entry {
+    loop {
+        let Some(value) = scalar(builder, r)? else {
+            stack.push(Entry::new(key, 1));
+            return Ok(());
+        };
+        let offset = r.pos;
+        let Some(Entry {
             value: Some(dict), ..
-        }) = stack.last_mut()
-        {
-            r.pos += 1;
-            return builder.set_item(dict, key, value, false, offset);
+        }) = stack
+            .last_mut()
+            .filter(|_| r.data.get(offset) == Some(&op::SETITEM))
+        else {
+            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(value, 1));
+            return Ok(());
+        };
+        r.pos += 1;
+        builder.set_item(dict, key, value, false, offset)?;
+        // The next key?
+        let offset = r.pos;
+        match r.data.get(offset) {
+            Some(&opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+                r.pos += 1;
+                let n = r.int4(offset, opcode)?;
+                let chunk = r.chunk(n);
+                key = builder.key_string(chunk, offset, opcode)?;
+            }
+            _ => return Ok(()),
         }
     }
-    stack.push(Entry::new(key, 1));
-    stack.push(Entry::new(value, 1));
-    Ok(())
 }
