@@ -166,8 +166,8 @@ pub fn normalize_index(index: i64, len: usize, offset: usize) -> Result<usize, D
         .ok_or(DecodeError::IndexOutOfRange { offset })
 }
 
-/// Stack entry flag: the entry is a list (made by `NEWLIST`). The other bits hold the entry's
-/// hash depth.
+/// Stack entry flag: the entry is a list (made by `NEWLIST`); the bits below the flags hold its
+/// length. Other entries hold their hash depth there.
 const LIST_FLAG: u32 = 1 << 31;
 /// Stack entry flag: the entry is a dict (made by `NEWDICT`).
 const DICT_FLAG: u32 = 1 << 30;
@@ -179,6 +179,15 @@ const DEPTH_MASK: u32 = INT_FLAG - 1;
 const FILLED: u32 = u32::MAX;
 
 fn hash_depth(meta: u32) -> u32 {
+    if meta & LIST_FLAG == 0 {
+        meta & DEPTH_MASK
+    } else {
+        1
+    }
+}
+
+/// The length of a list entry.
+fn list_len(meta: u32) -> u32 {
     meta & DEPTH_MASK
 }
 
@@ -187,13 +196,11 @@ struct Entry<V> {
     /// The value; `None` while it is not built yet (a deferred `INT`, or a list in the pending
     /// lists).
     value: Option<V>,
-    /// Flags and hash depth.
+    /// Flags, and the hash depth or a list's length.
     meta: u32,
     /// A deferred `INT`: its bits. A list: how many slots are set, in order from 0 (the others
     /// are unset, see [`Builder::list_new`]), or [`FILLED`].
     aux: u32,
-    /// A list: its length.
-    len: u32,
 }
 
 impl<V> Entry<V> {
@@ -202,7 +209,6 @@ impl<V> Entry<V> {
             value: Some(value),
             meta,
             aux: 0,
-            len: 0,
         }
     }
 }
@@ -346,7 +352,6 @@ fn realize<B: Builder>(
     if let Some(entry) = stack.get_mut(slot) {
         entry.value = Some(value);
         entry.aux = FILLED;
-        entry.len = u32::try_from(len).unwrap_or(u32::MAX);
     }
     Ok(())
 }
@@ -394,8 +399,8 @@ fn settle_slow<B: Builder>(builder: &mut B, entry: &mut Entry<B::Value>) -> Resu
             entry.value = Some(value);
             entry.meta &= !INT_FLAG;
         }
-        Some(list) if entry.meta & LIST_FLAG != 0 && entry.aux < entry.len => {
-            builder.list_fill(list, entry.aux as usize, entry.len as usize)?;
+        Some(list) if entry.meta & LIST_FLAG != 0 && entry.aux < list_len(entry.meta) => {
+            builder.list_fill(list, entry.aux as usize, list_len(entry.meta) as usize)?;
             entry.aux = FILLED;
         }
         _ => {}
@@ -456,9 +461,10 @@ fn put_index<B: Builder>(
     value: B::Value,
     offset: usize,
 ) -> Result<(), B::Error> {
-    if target.meta & LIST_FLAG != 0 {
+    if target.meta & LIST_FLAG != 0 && target.aux != FILLED {
         if let Some(list) = &mut target.value {
-            let i = normalize_index(index.into(), target.len as usize, offset)?;
+            let len = list_len(target.meta) as usize;
+            let i = normalize_index(index.into(), len, offset)?;
             if target.aux as usize == i {
                 builder.list_put(list, i, value)?;
                 target.aux += 1;
@@ -599,16 +605,15 @@ pub fn decode<B: Builder>(
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
                 let unfillable = len > r.remaining();
-                let mut entry = Entry {
-                    value: None,
-                    meta: LIST_FLAG | 1,
-                    aux: 0,
-                    len: u32::try_from(len).unwrap_or(u32::MAX),
-                };
-                if B::EAGER_LISTS && !unfillable {
+                let eager_len = u32::try_from(len).ok().filter(|&n| n <= DEPTH_MASK);
+                if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable) {
                     // Filled lists take at least one byte per item: the allocation is bounded
                     // by the input.
-                    entry.value = Some(builder.list_new(len, offset)?);
+                    stack.push(Entry {
+                        value: Some(builder.list_new(len, offset)?),
+                        meta: LIST_FLAG | eager_len,
+                        aux: 0,
+                    });
                 } else {
                     let capacity = if unfillable { 0 } else { len };
                     pendings.push(Pending {
@@ -618,8 +623,12 @@ pub fn decode<B: Builder>(
                         unfillable,
                         offset,
                     });
+                    stack.push(Entry {
+                        value: None,
+                        meta: LIST_FLAG,
+                        aux: FILLED,
+                    });
                 }
-                stack.push(entry);
                 continue;
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
@@ -744,11 +753,10 @@ fn list_item<B: Builder>(
             value: None,
             meta: INT_FLAG | 1,
             aux: v as u32,
-            len: 0,
         };
         let next_slot = stack
             .last()
-            .is_some_and(|e| e.value.is_some() && e.aux < e.len && e.aux == v as u32);
+            .is_some_and(|e| e.value.is_some() && e.aux < list_len(e.meta) && e.aux == v as u32);
         if !next_slot {
             stack.push(deferred);
             return Ok(());

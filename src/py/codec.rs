@@ -281,7 +281,6 @@ struct PyBuilder<'a, 'py> {
     py3str_as_py2str: bool,
     channelfactory: Option<&'a Bound<'py, PyAny>>,
     strings: Option<StringCache<'py>>,
-    numbers: Option<NumberCache<'py>>,
     /// Whether the input is long enough for a [`StringCache`] to pay off.
     share_keys: bool,
 }
@@ -442,43 +441,6 @@ impl<'py> StringCache<'py> {
     }
 }
 
-const NUMBER_SLOTS: usize = 64;
-
-/// A direct-mapped cache of int and float objects by (kind, bits).
-struct NumberCache<'py> {
-    slots: Vec<Option<(u8, u64, Bound<'py, PyAny>)>>,
-}
-
-impl<'py> NumberCache<'py> {
-    fn new() -> Self {
-        Self {
-            slots: std::iter::repeat_with(|| None).take(NUMBER_SLOTS).collect(),
-        }
-    }
-
-    #[inline]
-    fn get(
-        &mut self,
-        kind: u8,
-        bits: u64,
-        make: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mixed = (bits ^ (bits >> 32) ^ u64::from(kind)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let index = usize::try_from(mixed >> 58).unwrap_or(0);
-        let Some(slot) = self.slots.get_mut(index) else {
-            return make();
-        };
-        if let Some((k, b, obj)) = slot {
-            if *k == kind && *b == bits {
-                return Ok(obj.clone());
-            }
-        }
-        let obj = make()?;
-        *slot = Some((kind, bits, obj.clone()));
-        Ok(obj)
-    }
-}
-
 /// Lists at least this long are made as `[None] * n`, which reports allocation failure.
 const LARGE_LIST: usize = 1 << 16;
 
@@ -521,11 +483,6 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         Ok(PyBool::new(self.py, value).to_owned().into_any())
     }
     fn int(&mut self, value: i32) -> PyResult<Self::Value> {
-        if self.share_keys && !(-5..=256).contains(&value) {
-            let py = self.py;
-            let cache = self.numbers.get_or_insert_with(NumberCache::new);
-            return cache.get(0, value as u64, || Ok(value.into_pyobject(py)?.into_any()));
-        }
         Ok(value.into_pyobject(self.py)?.into_any())
     }
     fn long(&mut self, literal: &[u8], _: usize, _: u8) -> PyResult<Self::Value> {
@@ -540,12 +497,6 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             .call1((new_bytes(self.py, literal)?,))
     }
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
-        let bits = value.to_bits();
-        if self.share_keys && bits & 0xffff_ffff == 0 {
-            let py = self.py;
-            let cache = self.numbers.get_or_insert_with(NumberCache::new);
-            return cache.get(1, bits, || Ok(PyFloat::new(py, value).into_any()));
-        }
         Ok(PyFloat::new(self.py, value).into_any())
     }
     fn complex(&mut self, real: f64, imag: f64) -> PyResult<Self::Value> {
@@ -724,7 +675,6 @@ fn decode_with<'py>(
         py3str_as_py2str: strconfig.1,
         channelfactory,
         strings: None,
-        numbers: None,
         share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
     };
     let _paused = (data.len() >= PAUSE_GC_INPUT_LEN).then(|| GcPause::new(py));
