@@ -9,9 +9,11 @@ One run times, on the same data, ``execnet._core`` (this project), upstream 2.1.
 * a small tuple ``(7, 'abc', 1.5)``, ``dumps`` and ``loads``.
 
 It prints a markdown table with ratios (upstream time / our time) and with ``--json PATH``
-writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). The best of several
-repeats is reported. Correctness is recorded: our bytes must equal upstream's and both must
-decode back to the input.
+writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). Rounds interleave the
+implementations; big operations are timed one call at a time, several calls per round (one for
+upstream), and the best call is reported, with the medians' ratio as a second view of the
+noise. Correctness is recorded: our bytes must equal upstream's and both must decode back to
+the input.
 
 Usage: ``python benchmarks/bench_serializer.py [--quick] [--json PATH]``
 """
@@ -26,6 +28,7 @@ import marshal
 import os
 import pickle
 import platform
+import statistics
 import sys
 import timeit
 from collections.abc import Callable
@@ -68,10 +71,10 @@ def record(i: int) -> dict[str, Any]:
     }
 
 
-def best(func: Callable[[], Any], number: int, repeat: int) -> float:
-    """Best time per call in seconds over ``repeat`` rounds of ``number`` calls."""
+def per_call(func: Callable[[], Any], number: int) -> float:
+    """Time per call in seconds over ``number`` calls, garbage collector off (as ``timeit``)."""
     gc.collect()
-    return min(timeit.repeat(func, number=number, repeat=repeat)) / number
+    return timeit.timeit(func, number=number) / number
 
 
 def cpu_model() -> str:
@@ -143,22 +146,32 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     # Rounds interleave the implementations, so that load changes on a shared machine hit all
-    # of them alike; each reports its best round.
-    times: dict[str, dict[str, float]] = {name: {} for name in impls}
+    # of them alike. Each big call is one sample (several per round, one for upstream's slow
+    # ones); each small sample averages many calls. The best sample is reported.
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {op: [] for op in impls[name]} for name in impls
+    }
     rounds = 3 if args.quick else 9
+    big_calls = 2 if args.quick else 5
     for _ in range(rounds):
         for name, ops in impls.items():
             for op, func in ops.items():
                 if op.startswith("big"):
-                    number = 1
+                    calls, number = (1 if name == "upstream 2.1.2" else big_calls), 1
                 elif name == "upstream 2.1.2":
-                    number = small_number // 20
+                    calls, number = 1, small_number // 20
                 else:
-                    number = small_number
-                t = best(func, number, 1)
-                times[name][op] = min(times[name].get(op, t), t)
+                    calls, number = 1, small_number
+                samples[name][op].extend(per_call(func, number) for _ in range(calls))
+    times = {name: {op: min(ts) for op, ts in ops.items()} for name, ops in samples.items()}
+    medians = {
+        name: {op: statistics.median(ts) for op, ts in ops.items()} for name, ops in samples.items()
+    }
 
     ours = times["execnet-rs"]
+    median_ratios = {
+        f"{op}_vs_pickle": medians["pickle"][op] / medians["execnet-rs"][op] for op in ours
+    }
     ratios = {
         f"{op}_vs_{ref}": times[label][op] / ours[op]
         for op in ours
@@ -194,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {op} | {cells} | {ratios[op + '_vs_upstream']:.1f}x | "
             f"{ratios[op + '_vs_pickle']:.2f}x |"
         )
+    print(
+        "\nmedians' ratios vs pickle: "
+        + ", ".join(f"{op} {median_ratios[op + '_vs_pickle']:.2f}x" for op in ours)
+    )
     print(f"\ncorrect: {correct}; targets met: {targets_met}")
 
     if args.json:
@@ -202,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             "records": count,
             "encoded_bytes": size,
             "seconds_per_call": times,
+            "median_seconds_per_call": medians,
             "ratios": ratios,
+            "median_ratios": median_ratios,
             "targets": TARGETS,
             "targets_met": targets_met,
             "correct": correct,
