@@ -8,6 +8,10 @@ One run times, on the same data, ``execnet._core`` (this project), upstream 2.1.
   each; about 2.3 MB encoded), ``dumps`` and ``loads``;
 * a small tuple ``(7, 'abc', 1.5)``, ``dumps`` and ``loads``.
 
+Timing runs with the garbage collector off, as ``timeit`` does; ``big_loads_gc`` repeats the big
+``loads`` with it on, as in a running program (where its collections traverse the many new
+containers).
+
 It prints a markdown table with ratios (upstream time / our time) and with ``--json PATH``
 writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). Rounds interleave the
 implementations; big operations are timed one call at a time, several calls per round (one for
@@ -71,10 +75,11 @@ def record(i: int) -> dict[str, Any]:
     }
 
 
-def per_call(func: Callable[[], Any], number: int) -> float:
-    """Time per call in seconds over ``number`` calls, garbage collector off (as ``timeit``)."""
+def per_call(func: Callable[[], Any], number: int, gc_on: bool = False) -> float:
+    """Time per call in seconds over ``number`` calls, with the garbage collector off (as
+    ``timeit`` runs) unless ``gc_on``."""
     gc.collect()
-    return timeit.timeit(func, number=number) / number
+    return timeit.timeit(func, setup="gc.enable()" if gc_on else "pass", number=number) / number
 
 
 def cpu_model() -> str:
@@ -123,24 +128,28 @@ def main(argv: list[str] | None = None) -> int:
         "execnet-rs": {
             "big_dumps": lambda: _core.dumps(big),
             "big_loads": lambda: _core.loads(big_ours),
+            "big_loads_gc": lambda: _core.loads(big_ours),
             "small_dumps": lambda: _core.dumps(small),
             "small_loads": lambda: _core.loads(small_ours),
         },
         "upstream 2.1.2": {
             "big_dumps": lambda: upstream.dumps(big),
             "big_loads": lambda: upstream.loads(big_upstream),
+            "big_loads_gc": lambda: upstream.loads(big_upstream),
             "small_dumps": lambda: upstream.dumps(small),
             "small_loads": lambda: upstream.loads(small_ours),
         },
         "pickle": {
             "big_dumps": lambda: pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL),
             "big_loads": lambda: pickle.loads(big_pickle),
+            "big_loads_gc": lambda: pickle.loads(big_pickle),
             "small_dumps": lambda: pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL),
             "small_loads": lambda: pickle.loads(small_pickle),
         },
         "marshal": {
             "big_dumps": lambda: marshal.dumps(big),
             "big_loads": lambda: marshal.loads(big_marshal),
+            "big_loads_gc": lambda: marshal.loads(big_marshal),
             "small_dumps": lambda: marshal.dumps(small),
             "small_loads": lambda: marshal.loads(small_marshal),
         },
@@ -162,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                     calls, number = 1, small_number // 20
                 else:
                     calls, number = 1, small_number
-                samples[name][op].extend(per_call(func, number) for _ in range(calls))
+                gc_on = op.endswith("_gc")
+                samples[name][op].extend(per_call(func, number, gc_on) for _ in range(calls))
     times = {name: {op: min(ts) for op, ts in ops.items()} for name, ops in samples.items()}
     medians = {
         name: {op: statistics.median(ts) for op, ts in ops.items()} for name, ops in samples.items()
