@@ -4,6 +4,12 @@
 //! than the rest of the input reads what is there (as reading from a byte stream does), and a
 //! list declared longer than the rest of the input is kept as a sparse "lazy" list until it is
 //! complete.
+//!
+//! The encoder's own shapes take shortcuts with the same results: a list item ("INT index, a
+//! scalar, SETITEM" for the next slot) is set in place and a dict item ("key, a scalar,
+//! SETITEM") stored at once, in a loop over the items that follow, without the stack; list
+//! indices need no int objects; lists are made when declared (for builders with
+//! [`Builder::EAGER_LISTS`]) and their slots set in order.
 
 use std::collections::BTreeMap;
 
