@@ -441,8 +441,9 @@ impl<'py> StringCache<'py> {
     }
 }
 
-/// Lists at least this long are made as `[None] * n`, which reports allocation failure.
-const LARGE_LIST: usize = 1 << 16;
+/// Lists at least this long are made as `[None] * n` (filled in one go; it reports allocation
+/// failure).
+const LARGE_LIST: usize = 16;
 
 /// A list index from `key` as `list[key] = value` takes it. `None` for objects of other types
 /// (channels), for which Python itself decides.
@@ -550,36 +551,15 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
     }
     const EAGER_LISTS: bool = true;
-    #[allow(unsafe_code)]
-    fn list_new(&mut self, len: usize, _: usize) -> PyResult<Self::Value> {
-        let len = isize::try_from(len).map_err(|_| PyMemoryError::new_err(()))?;
-        // SAFETY: `PyList_New` returns a new reference or NULL with an exception set. Its slots
-        // are NULL until set: the decoder sets every slot (`list_put`, `list_fill`) before the
-        // list leaves its stack, and CPython's list traversal and deallocation accept NULL slots
-        // meanwhile.
-        unsafe { Bound::from_owned_ptr_or_err(self.py, pyo3::ffi::PyList_New(len)) }
-    }
-    #[allow(unsafe_code)]
+    /// Lists come from [`Builder::list`]: `None` in every slot until it is set (never NULL,
+    /// as a finalizer running meanwhile may see the list through `gc.get_objects()`).
     fn list_put(
         &mut self,
         list: &mut Self::Value,
         index: usize,
         value: Self::Value,
     ) -> PyResult<()> {
-        let index = isize::try_from(index).map_err(|_| PyIndexError::new_err(()))?;
-        // SAFETY: `list` is a list from `list_new` (the GIL is held: `self.py`);
-        // `PyList_SetItem` takes over the reference to `value`, also when it fails.
-        if unsafe { pyo3::ffi::PyList_SetItem(list.as_ptr(), index, value.into_ptr()) } != 0 {
-            return Err(PyErr::fetch(self.py));
-        }
-        Ok(())
-    }
-    fn list_fill(&mut self, list: &mut Self::Value, from: usize, len: usize) -> PyResult<()> {
-        for index in from..len {
-            let none = self.none()?;
-            self.list_put(list, index, none)?;
-        }
-        Ok(())
+        list.cast_exact::<PyList>()?.set_item(index, value)
     }
     fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
         Ok(PyList::new(self.py, items)?.into_any())
