@@ -8,10 +8,16 @@ One run times, on the same data, ``execnet._core`` (this project), upstream 2.1.
   each; about 2.3 MB encoded), ``dumps`` and ``loads``;
 * a small tuple ``(7, 'abc', 1.5)``, ``dumps`` and ``loads``.
 
+Timing runs with the garbage collector off, as ``timeit`` does; ``big_loads_gc`` repeats the big
+``loads`` with it on, as in a running program (where its collections traverse the many new
+containers).
+
 It prints a markdown table with ratios (upstream time / our time) and with ``--json PATH``
-writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). The best of several
-repeats is reported. Correctness is recorded: our bytes must equal upstream's and both must
-decode back to the input.
+writes the numbers. ``--quick`` runs a smaller, shorter version (for CI). Rounds interleave the
+implementations; big operations are timed one call at a time, several calls per round (one for
+upstream), and the best call is reported, with the medians' ratio as a second view of the
+noise. Correctness is recorded: our bytes must equal upstream's and both must decode back to
+the input.
 
 Usage: ``python benchmarks/bench_serializer.py [--quick] [--json PATH]``
 """
@@ -26,6 +32,7 @@ import marshal
 import os
 import pickle
 import platform
+import statistics
 import sys
 import timeit
 from collections.abc import Callable
@@ -68,10 +75,11 @@ def record(i: int) -> dict[str, Any]:
     }
 
 
-def best(func: Callable[[], Any], number: int, repeat: int) -> float:
-    """Best time per call in seconds over ``repeat`` rounds of ``number`` calls."""
+def per_call(func: Callable[[], Any], number: int, gc_on: bool = False) -> float:
+    """Time per call in seconds over ``number`` calls, with the garbage collector off (as
+    ``timeit`` runs) unless ``gc_on``."""
     gc.collect()
-    return min(timeit.repeat(func, number=number, repeat=repeat)) / number
+    return timeit.timeit(func, setup="gc.enable()" if gc_on else "pass", number=number) / number
 
 
 def cpu_model() -> str:
@@ -120,45 +128,60 @@ def main(argv: list[str] | None = None) -> int:
         "execnet-rs": {
             "big_dumps": lambda: _core.dumps(big),
             "big_loads": lambda: _core.loads(big_ours),
+            "big_loads_gc": lambda: _core.loads(big_ours),
             "small_dumps": lambda: _core.dumps(small),
             "small_loads": lambda: _core.loads(small_ours),
         },
         "upstream 2.1.2": {
             "big_dumps": lambda: upstream.dumps(big),
             "big_loads": lambda: upstream.loads(big_upstream),
+            "big_loads_gc": lambda: upstream.loads(big_upstream),
             "small_dumps": lambda: upstream.dumps(small),
             "small_loads": lambda: upstream.loads(small_ours),
         },
         "pickle": {
             "big_dumps": lambda: pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL),
             "big_loads": lambda: pickle.loads(big_pickle),
+            "big_loads_gc": lambda: pickle.loads(big_pickle),
             "small_dumps": lambda: pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL),
             "small_loads": lambda: pickle.loads(small_pickle),
         },
         "marshal": {
             "big_dumps": lambda: marshal.dumps(big),
             "big_loads": lambda: marshal.loads(big_marshal),
+            "big_loads_gc": lambda: marshal.loads(big_marshal),
             "small_dumps": lambda: marshal.dumps(small),
             "small_loads": lambda: marshal.loads(small_marshal),
         },
     }
     # Rounds interleave the implementations, so that load changes on a shared machine hit all
-    # of them alike; each reports its best round.
-    times: dict[str, dict[str, float]] = {name: {} for name in impls}
+    # of them alike. Each big call is one sample (several per round, one for upstream's slow
+    # ones); each small sample averages many calls. The best sample is reported.
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {op: [] for op in impls[name]} for name in impls
+    }
     rounds = 3 if args.quick else 9
+    big_calls = 2 if args.quick else 5
     for _ in range(rounds):
         for name, ops in impls.items():
             for op, func in ops.items():
                 if op.startswith("big"):
-                    number = 1
+                    calls, number = (1 if name == "upstream 2.1.2" else big_calls), 1
                 elif name == "upstream 2.1.2":
-                    number = small_number // 20
+                    calls, number = 1, small_number // 20
                 else:
-                    number = small_number
-                t = best(func, number, 1)
-                times[name][op] = min(times[name].get(op, t), t)
+                    calls, number = 1, small_number
+                gc_on = op.endswith("_gc")
+                samples[name][op].extend(per_call(func, number, gc_on) for _ in range(calls))
+    times = {name: {op: min(ts) for op, ts in ops.items()} for name, ops in samples.items()}
+    medians = {
+        name: {op: statistics.median(ts) for op, ts in ops.items()} for name, ops in samples.items()
+    }
 
     ours = times["execnet-rs"]
+    median_ratios = {
+        f"{op}_vs_pickle": medians["pickle"][op] / medians["execnet-rs"][op] for op in ours
+    }
     ratios = {
         f"{op}_vs_{ref}": times[label][op] / ours[op]
         for op in ours
@@ -194,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {op} | {cells} | {ratios[op + '_vs_upstream']:.1f}x | "
             f"{ratios[op + '_vs_pickle']:.2f}x |"
         )
+    print(
+        "\nmedians' ratios vs pickle: "
+        + ", ".join(f"{op} {median_ratios[op + '_vs_pickle']:.2f}x" for op in ours)
+    )
     print(f"\ncorrect: {correct}; targets met: {targets_met}")
 
     if args.json:
@@ -202,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             "records": count,
             "encoded_bytes": size,
             "seconds_per_call": times,
+            "median_seconds_per_call": medians,
             "ratios": ratios,
+            "median_ratios": median_ratios,
             "targets": TARGETS,
             "targets_met": targets_met,
             "correct": correct,

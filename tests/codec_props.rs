@@ -1,7 +1,7 @@
 //! Property tests of the pure-Rust codec engine: round trips, and the validator (`scan`)
 //! agreeing with the decoder on arbitrary and mutated input, which must never panic.
 
-use _core::codec::{decode_value, encode, scan, DecodeError, Value, ValueBuilder};
+use _core::codec::{decode, decode_value, encode, scan, Builder, DecodeError, Value, ValueBuilder};
 use proptest::prelude::*;
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -110,6 +110,119 @@ fn assert_agree(data: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The value builder with lists made when declared and filled in place
+/// ([`Builder::EAGER_LISTS`], as the Python builder does).
+struct Eager(ValueBuilder);
+
+impl Builder for Eager {
+    type Value = Value;
+    type Error = DecodeError;
+    const EAGER_LISTS: bool = true;
+
+    fn none(&mut self) -> Result<Value, DecodeError> {
+        self.0.none()
+    }
+    fn boolean(&mut self, value: bool) -> Result<Value, DecodeError> {
+        self.0.boolean(value)
+    }
+    fn int(&mut self, value: i32) -> Result<Value, DecodeError> {
+        self.0.int(value)
+    }
+    fn long(&mut self, literal: &[u8], offset: usize, opcode: u8) -> Result<Value, DecodeError> {
+        self.0.long(literal, offset, opcode)
+    }
+    fn float(&mut self, value: f64) -> Result<Value, DecodeError> {
+        self.0.float(value)
+    }
+    fn complex(&mut self, real: f64, imag: f64) -> Result<Value, DecodeError> {
+        self.0.complex(real, imag)
+    }
+    fn bytes(&mut self, data: &[u8]) -> Result<Value, DecodeError> {
+        self.0.bytes(data)
+    }
+    fn string(&mut self, data: &[u8], offset: usize, opcode: u8) -> Result<Value, DecodeError> {
+        self.0.string(data, offset, opcode)
+    }
+    fn channel(&mut self, id: i32, offset: usize) -> Result<Value, DecodeError> {
+        self.0.channel(id, offset)
+    }
+    fn dict(&mut self) -> Result<Value, DecodeError> {
+        self.0.dict()
+    }
+    fn list(&mut self, len: usize, offset: usize) -> Result<Value, DecodeError> {
+        self.0.list(len, offset)
+    }
+    fn list_new(&mut self, len: usize, _: usize) -> Result<Value, DecodeError> {
+        // Unset slots hold a marker no input makes, so that a slot left unset shows.
+        Ok(Value::List(vec![Value::BigInt("unset".into()); len]))
+    }
+    fn list_put(
+        &mut self,
+        list: &mut Value,
+        index: usize,
+        value: Value,
+    ) -> Result<(), DecodeError> {
+        match list {
+            Value::List(items) if index < items.len() => {
+                items[index] = value;
+                Ok(())
+            }
+            _ => Err(DecodeError::IndexOutOfRange { offset: usize::MAX }),
+        }
+    }
+    fn list_fill(&mut self, list: &mut Value, from: usize, len: usize) -> Result<(), DecodeError> {
+        if let Value::List(items) = list {
+            for item in items.iter_mut().take(len).skip(from) {
+                *item = Value::None;
+            }
+        }
+        Ok(())
+    }
+    fn tuple<I: ExactSizeIterator<Item = Value>>(
+        &mut self,
+        items: I,
+    ) -> Result<Value, DecodeError> {
+        self.0.tuple(items)
+    }
+    fn set<I: ExactSizeIterator<Item = Value>>(
+        &mut self,
+        items: I,
+        frozen: bool,
+        offset: usize,
+    ) -> Result<Value, DecodeError> {
+        self.0.set(items, frozen, offset)
+    }
+    fn set_item(
+        &mut self,
+        target: &mut Value,
+        key: Value,
+        value: Value,
+        key_too_deep: bool,
+        offset: usize,
+    ) -> Result<(), DecodeError> {
+        self.0.set_item(target, key, value, key_too_deep, offset)
+    }
+    fn list_index(
+        &mut self,
+        key: &Value,
+        len: usize,
+        offset: usize,
+    ) -> Result<Option<usize>, DecodeError> {
+        self.0.list_index(key, len, offset)
+    }
+}
+
+/// Lists made when declared and filled in place decode exactly as collected ones.
+fn assert_eager_agrees(data: &[u8]) -> Result<(), TestCaseError> {
+    let collected = decode_value(data, &mut channels(), false);
+    if matches!(collected, Err(DecodeError::OutOfMemory { .. })) {
+        return Ok(());
+    }
+    let eager = decode(&mut Eager(channels()), data, false);
+    prop_assert_eq!(eager, collected, "{:?}", data);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -129,9 +242,12 @@ proptest! {
         let truncated = &data[..cut];
         prop_assert!(decode_value(truncated, &mut channels(), false).is_err());
         assert_agree(truncated)?;
+        assert_eager_agrees(&data)?;
+        assert_eager_agrees(truncated)?;
         let mut mutated = data.clone();
         mutated[at.index(data.len())] = byte;
         assert_agree(&mutated)?;
+        assert_eager_agrees(&mutated)?;
     }
 
     #[test]
@@ -140,11 +256,13 @@ proptest! {
         let mut stopped = data.clone();
         stopped.push(b'Q');
         assert_agree(&stopped)?;
+        assert_eager_agrees(&stopped)?;
     }
 
     #[test]
     fn opcode_soup_agrees(ops in proptest::collection::vec(prop::sample::select(b"@ABCDEFGHIJKLMNOPQRST\x00\x01\xff".to_vec()), 0..60)) {
         assert_agree(&ops)?;
+        assert_eager_agrees(&ops)?;
     }
 }
 

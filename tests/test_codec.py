@@ -475,6 +475,61 @@ def test_errors_match_upstream(upstream: UpstreamServer) -> None:
             )
 
 
+def list_and_dict_program(rng: random.Random, depth: int = 0) -> bytes:
+    """One value as an opcode program with lists and dicts filled the way the encoder does,
+    out of order, partly, twice, by negative or bool index, or left open inside a tuple."""
+    scalars = [
+        b"L",
+        b"R",
+        b"C",
+        b"F" + I4(rng.randrange(-3, 300)),
+        s(b"N", b"k%d" % rng.randrange(4)),
+    ]
+    scalars += [b"D" + struct.pack("!d", 0.5), s(b"N", b"long-" * 6), s(b"A", b"b")]
+
+    def value() -> bytes:
+        if depth < 3 and rng.random() < 0.3:
+            return list_and_dict_program(rng, depth + 1)
+        return rng.choice(scalars)
+
+    if rng.random() < 0.5:
+        n = rng.randrange(5)
+        out = b"K" + I4(n)
+        order = list(range(n))
+        if rng.random() < 0.5:
+            rng.shuffle(order)
+        if rng.random() < 0.3:
+            order = order[: rng.randrange(n + 1)]
+        if rng.random() < 0.2 and n:
+            order.append(rng.randrange(n))
+        for i in order:
+            index = rng.choice([b"F" + I4(i), b"F" + I4(i - n), b"G" + I4(i)])
+            if i in (0, 1) and rng.random() < 0.1:
+                index = b"R" if i else b"C"
+            out += index + value() + b"P"
+    else:
+        out = b"J"
+        for _ in range(rng.randrange(5)):
+            key = rng.choice([s(b"N", b"k%d" % rng.randrange(4)), s(b"S", b"name"), b"F" + I4(2)])
+            out += key + value() + b"P"
+    if rng.random() < 0.15:
+        # The container stays open under further entries that end up in a tuple.
+        extra = rng.choice([b"F" + I4(0), s(b"N", b"k1"), b"F" + I4(0) + b"L"])
+        out += extra + b"@" + I4(1 + extra.count(b"F") + extra.count(b"N") + extra.count(b"L"))
+    return out
+
+
+def test_list_and_dict_shapes_match_upstream(upstream: UpstreamServer) -> None:
+    rng = random.Random(2)
+    inputs = [b"\x02" + list_and_dict_program(rng) + b"Q" for _ in range(3000)]
+    theirs = upstream.call(("loads", [(data, {}) for data in inputs]))
+    oks = 0
+    for data, their in zip(inputs, theirs, strict=True):
+        assert same_outcome(outcome(_core.loads, data), their), (data, their)
+        oks += their[0] == "ok"
+    assert oks > 1500
+
+
 def test_error_classes_are_gateway_base_ones() -> None:
     with pytest.raises(gateway_base.LoadError, match="wrong dumpformat version"):
         _core.loads(b"\x01")

@@ -4,6 +4,12 @@
 //! than the rest of the input reads what is there (as reading from a byte stream does), and a
 //! list declared longer than the rest of the input is kept as a sparse "lazy" list until it is
 //! complete.
+//!
+//! The encoder's own shapes take shortcuts with the same results: a list item ("INT index, a
+//! scalar, SETITEM" for the next slot) is set in place and a dict item ("key, a scalar,
+//! SETITEM") stored at once, in a loop over the items that follow, without the stack; list
+//! indices need no int objects; lists are made when declared (for builders with
+//! [`Builder::EAGER_LISTS`]) and their slots set in order.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +74,36 @@ pub trait Builder {
     fn dict(&mut self) -> Result<Self::Value, Self::Error>;
     /// A list of `len` `None`s.
     fn list(&mut self, len: usize, offset: usize) -> Result<Self::Value, Self::Error>;
+    /// Whether lists are made when `NEWLIST` comes ([`Builder::list_new`]) and filled in place,
+    /// instead of collecting their items first (lists declared longer than the rest of the input
+    /// are collected either way).
+    const EAGER_LISTS: bool = false;
+    /// A list of `len` slots that the decoder sets with [`Builder::list_put`] (in order from 0)
+    /// and [`Builder::list_fill`] before it is used in any way. The default is
+    /// [`Builder::list`].
+    fn list_new(&mut self, len: usize, offset: usize) -> Result<Self::Value, Self::Error> {
+        self.list(len, offset)
+    }
+    /// Sets the slot `index` of a list from [`Builder::list_new`], the first slot not set yet.
+    fn list_put(
+        &mut self,
+        list: &mut Self::Value,
+        index: usize,
+        value: Self::Value,
+    ) -> Result<(), Self::Error> {
+        let index = i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset: 0 })?;
+        self.set_index(list, index, value, 0)
+    }
+    /// Sets the slots `from..len` of a list from [`Builder::list_new`] to `None`. The default
+    /// does nothing ([`Builder::list`] fills with `None`).
+    fn list_fill(
+        &mut self,
+        _list: &mut Self::Value,
+        _from: usize,
+        _len: usize,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// A list of exactly `items`. The default fills [`Builder::list`] by index.
     fn list_from(&mut self, items: Vec<Self::Value>) -> Result<Self::Value, Self::Error> {
         let mut list = self.list(items.len(), 0)?;
@@ -136,32 +172,66 @@ pub fn normalize_index(index: i64, len: usize, offset: usize) -> Result<usize, D
         .ok_or(DecodeError::IndexOutOfRange { offset })
 }
 
-/// Stack entry flag: the entry is a list (made by `NEWLIST`). The other bits hold the entry's
-/// hash depth.
+/// Stack entry flag: the entry is a list (made by `NEWLIST`); the bits below the flags hold its
+/// length. Other entries hold their hash depth there.
 const LIST_FLAG: u32 = 1 << 31;
 /// Stack entry flag: the entry is a dict (made by `NEWDICT`).
 const DICT_FLAG: u32 = 1 << 30;
-const DEPTH_MASK: u32 = DICT_FLAG - 1;
+/// Stack entry flag: the entry is an `INT` pushed onto a list, not made yet (its value is the
+/// entry's `aux`): almost always the index of the next `SETITEM`, which then needs no int object.
+const INT_FLAG: u32 = 1 << 29;
+const DEPTH_MASK: u32 = INT_FLAG - 1;
+/// `aux` of a list whose slots all hold values.
+const FILLED: u32 = u32::MAX;
 
 fn hash_depth(meta: u32) -> u32 {
+    if meta & LIST_FLAG == 0 {
+        meta & DEPTH_MASK
+    } else {
+        1
+    }
+}
+
+/// The length of a list entry.
+fn list_len(meta: u32) -> u32 {
     meta & DEPTH_MASK
 }
 
-/// A stack entry whose value is not built yet (its stack slot holds a placeholder).
-enum Deferred<V> {
-    /// An `INT` pushed onto a list: almost always the index of the next `SETITEM`, which then
-    /// needs no int object.
-    Int(i32),
-    /// A list (`NEWLIST`): its entries are collected and the list is built when it is used,
-    /// from exactly its items when they came in order (the encoder's way), without allocating
-    /// for a declared length the input does not fill.
-    List {
-        len: usize,
-        entries: Entries<V>,
-        /// Declared longer than the rest of the input at the time: cannot have been filled.
-        unfillable: bool,
-        offset: usize,
-    },
+/// A stack entry.
+struct Entry<V> {
+    /// The value; `None` while it is not built yet (a deferred `INT`, or a list in the pending
+    /// lists).
+    value: Option<V>,
+    /// Flags, and the hash depth or a list's length.
+    meta: u32,
+    /// A deferred `INT`: its bits. A list: how many slots are set, in order from 0 (the others
+    /// are unset, see [`Builder::list_new`]), or [`FILLED`].
+    aux: u32,
+}
+
+impl<V> Entry<V> {
+    fn new(value: V, meta: u32) -> Self {
+        Self {
+            value: Some(value),
+            meta,
+            aux: 0,
+        }
+    }
+}
+
+/// A list (`NEWLIST`) made only when it is used: its entries are collected, and the list is
+/// built from exactly its items when they came in order (the encoder's way), without
+/// allocating for a declared length the input does not fill. Builders without
+/// [`Builder::EAGER_LISTS`] get all lists this way, the others only lists declared longer than
+/// the rest of the input.
+struct Pending<V> {
+    /// Index of the placeholder on the stack.
+    slot: usize,
+    len: usize,
+    entries: Entries<V>,
+    /// Declared longer than the rest of the input at the time: cannot have been filled.
+    unfillable: bool,
+    offset: usize,
 }
 
 /// The entries assigned to a deferred list so far.
@@ -192,18 +262,13 @@ impl<V> Entries<V> {
     }
 }
 
-struct Pending<V> {
-    /// Index of the placeholder on the stack.
-    slot: usize,
-    what: Deferred<V>,
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn fixed<const N: usize>(&mut self, offset: usize, opcode: u8) -> Result<[u8; N], DecodeError> {
         let end = self.pos.saturating_add(N);
         match self
@@ -223,6 +288,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn int4(&mut self, offset: usize, opcode: u8) -> Result<i32, DecodeError> {
         self.fixed::<4>(offset, opcode).map(i32::from_be_bytes)
     }
@@ -232,6 +298,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Up to `len` bytes; a negative length means "the rest" (byte-stream `read(-n)`).
+    #[inline]
     fn chunk(&mut self, len: i32) -> &'a [u8] {
         let rest = self.data.get(self.pos..).unwrap_or_default();
         let take = usize::try_from(len).map_or(rest.len(), |n| n.min(rest.len()));
@@ -244,7 +311,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-type Stack<V> = Vec<(V, u32)>;
+type Stack<V> = Vec<Entry<V>>;
 
 /// `Vec::pop_if` (Rust 1.86) for the crate's minimum Rust version.
 #[inline]
@@ -256,48 +323,48 @@ fn pop_if<T>(items: &mut Vec<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
     }
 }
 
-/// Builds the value of a deferred entry into its stack slot.
+/// Builds a pending list into its stack slot.
 fn realize<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     pending: Pending<B::Value>,
 ) -> Result<(), B::Error> {
-    let value = match pending.what {
-        Deferred::Int(i) => builder.int(i)?,
-        Deferred::List {
-            len,
-            entries,
-            unfillable,
-            offset,
-        } => match entries {
-            Entries::Dense(items) if items.len() == len => builder.list_from(items)?,
-            entries => {
-                if unfillable && len > MAX_UNFILLED_LIST_LEN {
-                    return Err(DecodeError::OutOfMemory { offset }.into());
-                }
-                let mut list = builder.list(len, offset)?;
-                let entries: Box<dyn Iterator<Item = (usize, B::Value)>> = match entries {
-                    Entries::Dense(items) => Box::new(items.into_iter().enumerate()),
-                    Entries::Sparse(map) => Box::new(map.into_iter()),
-                };
-                for (index, value) in entries {
-                    let index =
-                        i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset })?;
-                    builder.set_index(&mut list, index, value, offset)?;
-                }
-                list
+    let Pending {
+        slot,
+        len,
+        entries,
+        unfillable,
+        offset,
+    } = pending;
+    let value = match entries {
+        Entries::Dense(items) if items.len() == len => builder.list_from(items)?,
+        entries => {
+            if unfillable && len > MAX_UNFILLED_LIST_LEN {
+                return Err(DecodeError::OutOfMemory { offset }.into());
             }
-        },
+            let mut list = builder.list(len, offset)?;
+            let entries: Box<dyn Iterator<Item = (usize, B::Value)>> = match entries {
+                Entries::Dense(items) => Box::new(items.into_iter().enumerate()),
+                Entries::Sparse(map) => Box::new(map.into_iter()),
+            };
+            for (index, value) in entries {
+                let index =
+                    i32::try_from(index).map_err(|_| DecodeError::IndexTooLarge { offset })?;
+                builder.set_index(&mut list, index, value, offset)?;
+            }
+            list
+        }
     };
-    if let Some(entry) = stack.get_mut(pending.slot) {
-        entry.0 = value;
+    if let Some(entry) = stack.get_mut(slot) {
+        entry.value = Some(value);
+        entry.aux = FILLED;
     }
     Ok(())
 }
 
-/// Builds every deferred entry at stack index `from` or above. With `stand_in`, deferred lists
-/// become empty lists: for uses where only their type matters (set elements and dict keys,
-/// which fail for lists anyway).
+/// Builds every pending list at stack index `from` or above. With `stand_in`, they become
+/// empty lists: for uses where only their type matters (set elements, which fail for lists
+/// anyway).
 #[inline]
 fn realize_from<B: Builder>(
     builder: &mut B,
@@ -307,10 +374,11 @@ fn realize_from<B: Builder>(
     stand_in: bool,
 ) -> Result<(), B::Error> {
     while let Some(p) = pop_if(pendings, |p| p.slot >= from) {
-        if stand_in && matches!(p.what, Deferred::List { .. }) {
+        if stand_in {
             let empty = builder.list(0, 0)?;
             if let Some(entry) = stack.get_mut(p.slot) {
-                entry.0 = empty;
+                entry.value = Some(empty);
+                entry.aux = FILLED;
             }
         } else {
             realize(builder, stack, p)?;
@@ -318,6 +386,64 @@ fn realize_from<B: Builder>(
     }
     Ok(())
 }
+
+/// Completes an entry whose value is about to be used: a deferred `INT` is made, a list's unset
+/// slots become `None`. Pending lists must have been realized.
+#[inline(always)]
+fn settle<B: Builder>(builder: &mut B, entry: &mut Entry<B::Value>) -> Result<(), B::Error> {
+    if entry.value.is_some() && entry.meta & LIST_FLAG == 0 {
+        return Ok(());
+    }
+    settle_slow(builder, entry)
+}
+
+#[inline(never)]
+fn settle_slow<B: Builder>(builder: &mut B, entry: &mut Entry<B::Value>) -> Result<(), B::Error> {
+    match &mut entry.value {
+        None if entry.meta & INT_FLAG != 0 => {
+            let value = builder.int(entry.aux as i32)?;
+            entry.value = Some(value);
+            entry.meta &= !INT_FLAG;
+        }
+        Some(list) if entry.meta & LIST_FLAG != 0 && entry.aux < list_len(entry.meta) => {
+            builder.list_fill(list, entry.aux as usize, list_len(entry.meta) as usize)?;
+            entry.aux = FILLED;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The value of an entry leaving the stack (see [`settle`]).
+#[inline(always)]
+fn finish<B: Builder>(builder: &mut B, mut entry: Entry<B::Value>) -> Result<B::Value, B::Error> {
+    if entry.meta & LIST_FLAG == 0 {
+        if let Some(value) = entry.value {
+            return Ok(value);
+        }
+    }
+    settle_slow(builder, &mut entry)?;
+    match entry.value {
+        Some(value) => Ok(value),
+        // Only a pending list that was not realized: not reached.
+        None => builder.none(),
+    }
+}
+
+/// The values of settled entries.
+struct Values<I>(I);
+
+impl<V, I: Iterator<Item = Entry<V>>> Iterator for Values<I> {
+    type Item = V;
+    fn next(&mut self) -> Option<V> {
+        self.0.by_ref().find_map(|e| e.value)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<V, I: ExactSizeIterator<Item = Entry<V>>> ExactSizeIterator for Values<I> {}
 
 /// Where `BUILDTUPLE`/`SET`/`FROZENSET` with count `n` start taking entries: the last `n`
 /// (all if fewer); for a negative `n`, everything from index `-n` on (Python's `stack[-n:]`).
@@ -328,6 +454,34 @@ fn collection_start(stack_len: usize, n: i32) -> usize {
         stack_len.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX))
     } else {
         usize::try_from(n.unsigned_abs()).map_or(stack_len, |k| k.min(stack_len))
+    }
+}
+
+/// `target[index] = value` for an int index into the entry `target`: a list's next slot in
+/// order is set in place.
+#[inline]
+fn put_index<B: Builder>(
+    builder: &mut B,
+    target: &mut Entry<B::Value>,
+    index: i32,
+    value: B::Value,
+    offset: usize,
+) -> Result<(), B::Error> {
+    if target.meta & LIST_FLAG != 0 && target.aux != FILLED {
+        if let Some(list) = &mut target.value {
+            let len = list_len(target.meta) as usize;
+            let i = normalize_index(index.into(), len, offset)?;
+            if target.aux as usize == i {
+                builder.list_put(list, i, value)?;
+                target.aux += 1;
+                return Ok(());
+            }
+        }
+    }
+    settle(builder, target)?;
+    match &mut target.value {
+        Some(target) => builder.set_index(target, index, value, offset),
+        None => Err(DecodeError::SetItemUnderflow { offset }.into()),
     }
 }
 
@@ -344,46 +498,48 @@ fn set_item<B: Builder>(
     }
     let top = stack.len() - 1;
     realize_from(builder, stack, pendings, top, false)?;
-    let deferred_key = pop_if(pendings, |p| p.slot == top - 1).map(|p| p.what);
-    let (value, _) = stack
+    let pending_key = pop_if(pendings, |p| p.slot == top - 1).is_some();
+    let value = stack
         .pop()
         .ok_or(DecodeError::SetItemUnderflow { offset })?;
-    let (mut key, key_meta) = stack
+    let value = finish(builder, value)?;
+    let key = stack
         .pop()
         .ok_or(DecodeError::SetItemUnderflow { offset })?;
     let target_slot = top - 2;
-    match deferred_key {
-        Some(Deferred::Int(index)) => {
-            if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
-                if let Deferred::List { len, entries, .. } = &mut p.what {
-                    entries.set(normalize_index(index.into(), *len, offset)?, value);
-                    return Ok(());
-                }
-                realize_from(builder, stack, pendings, target_slot, false)?;
-            }
-            let target = &mut stack
-                .last_mut()
-                .ok_or(DecodeError::SetItemUnderflow { offset })?
-                .0;
-            return builder.set_index(target, index, value, offset);
+    if key.value.is_none() && key.meta & INT_FLAG != 0 {
+        let index = key.aux as i32;
+        if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
+            p.entries
+                .set(normalize_index(index.into(), p.len, offset)?, value);
+            return Ok(());
         }
-        // A list as key only ever fails (unhashable, not an index): an empty one stands in.
-        Some(Deferred::List { .. }) => key = builder.list(0, offset)?,
-        None => {}
+        let target = stack
+            .last_mut()
+            .ok_or(DecodeError::SetItemUnderflow { offset })?;
+        return put_index(builder, target, index, value, offset);
     }
+    let key_meta = key.meta;
+    // A list as key only ever fails (unhashable, not an index): an empty one stands in.
+    let key = if pending_key {
+        builder.list(0, offset)?
+    } else {
+        finish(builder, key)?
+    };
     if let Some(p) = pendings.last_mut().filter(|p| p.slot == target_slot) {
-        if let Deferred::List { len, entries, .. } = &mut p.what {
-            if let Some(index) = builder.list_index(&key, *len, offset)? {
-                entries.set(index, value);
-                return Ok(());
-            }
+        if let Some(index) = builder.list_index(&key, p.len, offset)? {
+            p.entries.set(index, value);
+            return Ok(());
         }
         realize_from(builder, stack, pendings, target_slot, false)?;
     }
-    let target = &mut stack
+    let target = stack
         .last_mut()
-        .ok_or(DecodeError::SetItemUnderflow { offset })?
-        .0;
+        .ok_or(DecodeError::SetItemUnderflow { offset })?;
+    settle(builder, target)?;
+    let Some(target) = &mut target.value else {
+        return Err(DecodeError::SetItemUnderflow { offset }.into());
+    };
     builder.set_item(
         target,
         key,
@@ -422,98 +578,88 @@ pub fn decode<B: Builder>(
         let Some(&opcode) = data.get(offset) else {
             return Err(DecodeError::Eof { offset }.into());
         };
-        r.pos += 1;
         let mut meta = 1;
         let value = match opcode {
-            op::NONE => builder.none()?,
-            op::TRUE => builder.boolean(true)?,
-            op::FALSE => builder.boolean(false)?,
-            op::INT | op::LONG => {
+            op::INT | op::LONG if stack.last().is_some_and(|e| e.meta & LIST_FLAG != 0) => {
+                r.pos += 1;
                 let v = r.int4(offset, opcode)?;
-                if stack.last().is_some_and(|e| e.1 & LIST_FLAG != 0) {
-                    pendings.push(Pending {
-                        slot: stack.len(),
-                        what: Deferred::Int(v),
-                    });
-                    builder.none()?
-                } else {
-                    builder.int(v)?
-                }
+                list_item(builder, &mut stack, &mut r, v)?;
+                continue;
             }
-            op::FLOAT => {
-                let v = r.float(offset, opcode)?;
-                builder.float(v)?
-            }
-            op::COMPLEX => {
-                let both = r.fixed::<16>(offset, opcode)?;
-                let (re, im) = both.split_at(8);
-                let re = <[u8; 8]>::try_from(re).map_or(0.0, f64::from_be_bytes);
-                let im = <[u8; 8]>::try_from(im).map_or(0.0, f64::from_be_bytes);
-                builder.complex(re, im)?
-            }
-            op::LONGINT | op::LONGLONG => {
-                let n = r.int4(offset, opcode)?;
-                let literal = r.chunk(n);
-                builder.long(literal, offset, opcode)?
-            }
-            op::BYTES => {
+            op::PY2STRING | op::PY3STRING | op::UNICODE
+                if stack.last().is_some_and(|e| e.meta & DICT_FLAG != 0) =>
+            {
+                r.pos += 1;
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                builder.bytes(chunk)?
-            }
-            op::PY2STRING | op::PY3STRING | op::UNICODE => {
-                let n = r.int4(offset, opcode)?;
-                let chunk = r.chunk(n);
-                if stack.last().is_some_and(|e| e.1 & DICT_FLAG != 0) {
-                    builder.key_string(chunk, offset, opcode)?
-                } else {
-                    builder.string(chunk, offset, opcode)?
-                }
+                let key = builder.key_string(chunk, offset, opcode)?;
+                dict_item(builder, &mut stack, &mut r, key)?;
+                continue;
             }
             op::CHANNEL => {
+                r.pos += 1;
                 let id = r.int4(offset, opcode)?;
                 builder.channel(id, offset)?
             }
             op::NEWDICT => {
+                r.pos += 1;
                 meta |= DICT_FLAG;
                 builder.dict()?
             }
             op::NEWLIST => {
+                r.pos += 1;
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
-                meta |= LIST_FLAG;
                 let unfillable = len > r.remaining();
-                // Filled lists take at least one byte per item: the capacity is bounded by the
-                // input.
-                let capacity = if unfillable { 0 } else { len };
-                pendings.push(Pending {
-                    slot: stack.len(),
-                    what: Deferred::List {
+                let eager_len = u32::try_from(len).ok().filter(|&n| n <= DEPTH_MASK);
+                if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable) {
+                    // Filled lists take at least one byte per item: the allocation is bounded
+                    // by the input.
+                    stack.push(Entry {
+                        value: Some(builder.list_new(len, offset)?),
+                        meta: LIST_FLAG | eager_len,
+                        aux: 0,
+                    });
+                } else {
+                    let capacity = if unfillable { 0 } else { len };
+                    pendings.push(Pending {
+                        slot: stack.len(),
                         len,
                         entries: Entries::Dense(Vec::with_capacity(capacity)),
                         unfillable,
                         offset,
-                    },
-                });
-                builder.none()?
+                    });
+                    stack.push(Entry {
+                        value: None,
+                        meta: LIST_FLAG,
+                        aux: FILLED,
+                    });
+                }
+                continue;
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
+                r.pos += 1;
                 let n = r.int4(offset, opcode)?;
                 let start = collection_start(stack.len(), n);
                 let tuple = opcode == op::BUILDTUPLE;
                 realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
-                let items = stack.drain(start..);
-                let deepest = items.as_slice().iter().map(|e| hash_depth(e.1)).max();
+                let mut deepest = None;
+                for entry in stack.get_mut(start..).unwrap_or_default() {
+                    settle(builder, entry)?;
+                    deepest = deepest.max(Some(hash_depth(entry.meta)));
+                }
+                let items = Values(stack.drain(start..));
                 if tuple {
                     meta = deepest.unwrap_or(0).saturating_add(1).min(DEPTH_MASK);
-                    builder.tuple(items.map(|e| e.0))?
+                    builder.tuple(items)?
                 } else if deepest.is_some_and(|d| d > MAX_HASH_DEPTH) {
                     return Err(DecodeError::TooDeep { offset }.into());
                 } else {
-                    builder.set(items.map(|e| e.0), opcode == op::FROZENSET, offset)?
+                    builder.set(items, opcode == op::FROZENSET, offset)?
                 }
             }
             op::SETITEM => {
+                r.pos += 1;
                 set_item(builder, &mut stack, &mut pendings, offset)?;
                 continue;
             }
@@ -527,12 +673,168 @@ pub fn decode<B: Builder>(
                 }
                 realize_from(builder, &mut stack, &mut pendings, 0, false)?;
                 return match stack.pop() {
-                    Some((value, _)) => Ok(value),
+                    Some(entry) => finish(builder, entry),
                     None => Err(DecodeError::StackNotOne { offset, depth: 0 }.into()),
                 };
             }
-            _ => return Err(DecodeError::UnknownOpcode { offset, opcode }.into()),
+            _ => match scalar(builder, &mut r)? {
+                Some(value) => value,
+                None => return Err(DecodeError::UnknownOpcode { offset, opcode }.into()),
+            },
         };
-        stack.push((value, meta));
+        stack.push(Entry::new(value, meta));
+    }
+}
+
+/// Runs the opcode at the reader's position if it makes a scalar (not a container, not a
+/// channel) and returns that; `None`, with nothing read, for other opcodes and at the end.
+#[inline(always)]
+fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::Value>, B::Error> {
+    let offset = r.pos;
+    let Some(&opcode) = r.data.get(offset) else {
+        return Ok(None);
+    };
+    let value = match opcode {
+        op::NONE => {
+            r.pos += 1;
+            builder.none()?
+        }
+        op::TRUE | op::FALSE => {
+            r.pos += 1;
+            builder.boolean(opcode == op::TRUE)?
+        }
+        op::INT | op::LONG => {
+            r.pos += 1;
+            let v = r.int4(offset, opcode)?;
+            builder.int(v)?
+        }
+        op::FLOAT => {
+            r.pos += 1;
+            let v = r.float(offset, opcode)?;
+            builder.float(v)?
+        }
+        op::PY2STRING | op::PY3STRING | op::UNICODE => {
+            r.pos += 1;
+            let n = r.int4(offset, opcode)?;
+            let chunk = r.chunk(n);
+            builder.string(chunk, offset, opcode)?
+        }
+        op::COMPLEX => {
+            r.pos += 1;
+            let both = r.fixed::<16>(offset, opcode)?;
+            let (re, im) = both.split_at(8);
+            let re = <[u8; 8]>::try_from(re).map_or(0.0, f64::from_be_bytes);
+            let im = <[u8; 8]>::try_from(im).map_or(0.0, f64::from_be_bytes);
+            builder.complex(re, im)?
+        }
+        op::LONGINT | op::LONGLONG => {
+            r.pos += 1;
+            let n = r.int4(offset, opcode)?;
+            let literal = r.chunk(n);
+            builder.long(literal, offset, opcode)?
+        }
+        op::BYTES => {
+            r.pos += 1;
+            let n = r.int4(offset, opcode)?;
+            let chunk = r.chunk(n);
+            builder.bytes(chunk)?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(value))
+}
+
+/// `INT v` pushed onto a list. The encoder's list items, "INT index, a scalar, SETITEM" for the
+/// next slot, are set in place, as many as come in a row; otherwise the int waits on the
+/// stack, deferred.
+#[inline(always)]
+fn list_item<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    r: &mut Reader<'_>,
+    mut v: i32,
+) -> Result<(), B::Error> {
+    loop {
+        let deferred = Entry {
+            value: None,
+            meta: INT_FLAG | 1,
+            aux: v as u32,
+        };
+        let next_slot = stack
+            .last()
+            .is_some_and(|e| e.value.is_some() && e.aux < list_len(e.meta) && e.aux == v as u32);
+        if !next_slot {
+            stack.push(deferred);
+            return Ok(());
+        }
+        let Some(value) = scalar(builder, r)? else {
+            stack.push(deferred);
+            return Ok(());
+        };
+        let Some(Entry {
+            value: Some(list),
+            aux,
+            ..
+        }) = stack
+            .last_mut()
+            .filter(|_| r.data.get(r.pos) == Some(&op::SETITEM))
+        else {
+            stack.push(deferred);
+            stack.push(Entry::new(value, 1));
+            return Ok(());
+        };
+        r.pos += 1;
+        builder.list_put(list, *aux as usize, value)?;
+        *aux += 1;
+        // The next item?
+        let offset = r.pos;
+        match r.data.get(offset) {
+            Some(&opcode @ (op::INT | op::LONG)) => {
+                r.pos += 1;
+                v = r.int4(offset, opcode)?;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
+/// right away, as many as come in a row with text keys; otherwise the key waits on the stack.
+#[inline(always)]
+fn dict_item<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    r: &mut Reader<'_>,
+    mut key: B::Value,
+) -> Result<(), B::Error> {
+    loop {
+        let Some(value) = scalar(builder, r)? else {
+            stack.push(Entry::new(key, 1));
+            return Ok(());
+        };
+        let offset = r.pos;
+        let Some(Entry {
+            value: Some(dict), ..
+        }) = stack
+            .last_mut()
+            .filter(|_| r.data.get(offset) == Some(&op::SETITEM))
+        else {
+            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(value, 1));
+            return Ok(());
+        };
+        r.pos += 1;
+        builder.set_item(dict, key, value, false, offset)?;
+        // The next key?
+        let offset = r.pos;
+        match r.data.get(offset) {
+            Some(&opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+                r.pos += 1;
+                let n = r.int4(offset, opcode)?;
+                let chunk = r.chunk(n);
+                key = builder.key_string(chunk, offset, opcode)?;
+            }
+            _ => return Ok(()),
+        }
     }
 }

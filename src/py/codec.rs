@@ -293,56 +293,145 @@ const SHARE_KEYS_INPUT_LEN: usize = 1024;
 
 /// Short strings this long at most are shared through the [`StringCache`].
 const CACHED_STRING_LEN: usize = 24;
-const CACHE_BITS: u32 = 8;
-const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// A direct-mapped cache of short decoded strings: repeated dict keys become one object whose
-/// hash Python computes once (as pickle's memo achieves).
+/// hash Python computes once (as pickle's memo achieves). Strings of up to 8 bytes (most keys)
+/// have a compact table of their own, which stays in the CPU cache while objects stream by.
 struct StringCache<'py> {
-    slots: Vec<CacheSlot<'py>>,
+    short: Vec<ShortSlot<'py>>,
+    long: Vec<LongSlot<'py>>,
+    /// The keys of recent dicts in the order they came, and where the next one is expected:
+    /// dicts of one shape repeat their keys in order, which this finds without hashing.
+    trail: Vec<LongSlot<'py>>,
+    next: usize,
 }
 
-/// The string's bytes as little-endian words (zero-padded), its length, and the string.
-type CacheSlot<'py> = Option<([u64; 3], usize, Bound<'py, PyString>)>;
+/// Keys the [`StringCache`] trail holds at most.
+const TRAIL_LEN: usize = 32;
 
-/// The first 24 bytes of `bytes` as three little-endian words, zero-padded. Built in registers:
-/// no byte-wise copy to memory read back as words.
+/// A string of at most 8 bytes: its bytes as one word (see [`words`]), its length, the string.
+type ShortSlot<'py> = Option<(u64, u32, Bound<'py, PyString>)>;
+
+/// A string of 9 to 24 bytes: its bytes as three words, its length, the string.
+type LongSlot<'py> = Option<([u64; 3], u32, Bound<'py, PyString>)>;
+
+const SHORT_BITS: u32 = 8;
+const LONG_BITS: u32 = 7;
+
+/// Whether two [`words`] results are equal, compared in registers (an array comparison loads
+/// the freshly stored words back as one vector, which stalls).
+#[inline(always)]
+fn same(a: &[u64; 3], b: &[u64; 3]) -> bool {
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2])) == 0
+}
+
+/// Eight bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+#[inline(always)]
+fn word8(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at.saturating_add(8))
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Four bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+#[inline(always)]
+fn word4(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at.saturating_add(4))
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+}
+
+/// The bytes of a string of at most 24 bytes as three words, by overlapping loads: together
+/// with the length they determine the bytes.
+#[inline(always)]
 fn words(bytes: &[u8]) -> [u64; 3] {
-    let mut out = [0u64; 3];
-    for (word, chunk) in out.iter_mut().zip(bytes.chunks(8)) {
-        *word = match <[u8; 8]>::try_from(chunk) {
-            Ok(full) => u64::from_le_bytes(full),
-            Err(_) => chunk
-                .iter()
-                .rev()
-                .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
-        };
+    let len = bytes.len();
+    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+    match len {
+        0 => [0; 3],
+        1..=3 => [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0],
+        4..=8 => [word4(bytes, 0) | word4(bytes, len - 4) << 32, 0, 0],
+        9..=16 => [word8(bytes, 0), word8(bytes, len - 8), 0],
+        _ => [word8(bytes, 0), word8(bytes, 8), word8(bytes, len - 8)],
     }
-    out
 }
 
 impl<'py> StringCache<'py> {
     fn new() -> Self {
         Self {
-            slots: std::iter::repeat_with(|| None).take(CACHE_SLOTS).collect(),
+            short: std::iter::repeat_with(|| None)
+                .take(1 << SHORT_BITS)
+                .collect(),
+            long: std::iter::repeat_with(|| None)
+                .take(1 << LONG_BITS)
+                .collect(),
+            trail: Vec::with_capacity(TRAIL_LEN),
+            next: 0,
         }
+    }
+
+    /// [`StringCache::get`] for a dict key: the key expected next in the trail first.
+    #[inline]
+    fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+        let key = words(bytes);
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let matches = |slot: &LongSlot<'py>| {
+            slot.as_ref()
+                .is_some_and(|(cached, cached_len, _)| same(cached, &key) && *cached_len == len)
+        };
+        if self.next >= self.trail.len() {
+            self.next = 0;
+        }
+        if let Some(Some((_, _, obj))) = self.trail.get(self.next).filter(|s| matches(s)) {
+            self.next += 1;
+            return Ok(obj.clone());
+        }
+        if let Some(found) = self.trail.iter().position(matches) {
+            self.next = found + 1;
+            if let Some(Some((_, _, obj))) = self.trail.get(found) {
+                return Ok(obj.clone());
+            }
+        }
+        let obj = self.get(py, bytes)?;
+        if self.trail.len() >= TRAIL_LEN {
+            self.trail.clear();
+        }
+        self.trail.push(Some((key, len, obj.clone())));
+        self.next = self.trail.len();
+        Ok(obj)
     }
 
     /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
     /// equal ones.
+    #[inline]
     fn get(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
         let key = words(bytes);
-        let len = bytes.len();
-        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47))
-            .wrapping_add(len as u64)
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let mixed = (key[0] ^ key[1].rotate_left(29) ^ key[2].rotate_left(47) ^ u64::from(len))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        // The slot index is the top bits of the multiplicative hash.
-        let index = usize::try_from(mixed >> (64 - CACHE_BITS)).unwrap_or(0);
-        let Some(slot) = self.slots.get_mut(index) else {
+        // Slot indices are the top bits of the multiplicative hash.
+        if bytes.len() <= 8 {
+            let index = usize::try_from(mixed >> (64 - SHORT_BITS)).unwrap_or(0);
+            let Some(slot) = self.short.get_mut(index) else {
+                return PyString::from_bytes(py, bytes);
+            };
+            if let Some((word, cached_len, obj)) = slot {
+                if *word == key[0] && *cached_len == len {
+                    return Ok(obj.clone());
+                }
+            }
+            let obj = PyString::from_bytes(py, bytes)?;
+            *slot = Some((key[0], len, obj.clone()));
+            return Ok(obj);
+        }
+        let index = usize::try_from(mixed >> (64 - LONG_BITS)).unwrap_or(0);
+        let Some(slot) = self.long.get_mut(index) else {
             return PyString::from_bytes(py, bytes);
         };
         if let Some((cached, cached_len, obj)) = slot {
-            if *cached_len == len && *cached == key {
+            if same(cached, &key) && *cached_len == len {
                 return Ok(obj.clone());
             }
         }
@@ -352,8 +441,9 @@ impl<'py> StringCache<'py> {
     }
 }
 
-/// Lists at least this long are made as `[None] * n`, which reports allocation failure.
-const LARGE_LIST: usize = 1 << 16;
+/// Lists at least this long are made as `[None] * n` (filled in one go; it reports allocation
+/// failure).
+const LARGE_LIST: usize = 16;
 
 /// A list index from `key` as `list[key] = value` takes it. `None` for objects of other types
 /// (channels), for which Python itself decides.
@@ -442,7 +532,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             return self.string(data, offset, opcode);
         }
         let cache = self.strings.get_or_insert_with(StringCache::new);
-        Ok(cache.get(self.py, data)?.into_any())
+        Ok(cache.key(self.py, data)?.into_any())
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -459,6 +549,17 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             return PyList::new(py, [py.None()])?.into_any().mul(len);
         }
         Ok(PyList::new(py, std::iter::repeat_n(py.None().into_bound(py), len))?.into_any())
+    }
+    const EAGER_LISTS: bool = true;
+    /// Lists come from [`Builder::list`]: `None` in every slot until it is set (never NULL,
+    /// as a finalizer running meanwhile may see the list through `gc.get_objects()`).
+    fn list_put(
+        &mut self,
+        list: &mut Self::Value,
+        index: usize,
+        value: Self::Value,
+    ) -> PyResult<()> {
+        list.cast_exact::<PyList>()?.set_item(index, value)
     }
     fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
         Ok(PyList::new(self.py, items)?.into_any())
