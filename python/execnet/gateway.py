@@ -542,6 +542,9 @@ class Gateway(BaseGateway):
                 # pick up edits made to the file since it was imported
                 linecache.updatecache(file_name)
             source = inspect.getsource(source)
+        elif source is rinfo_source:
+            call_name = "rinfo_source"
+            source, file_name = _rinfo_task()
         elif isinstance(source, types.FunctionType):
             import inspect
 
@@ -597,6 +600,26 @@ def rinfo_source(channel):  # type: ignore[no-untyped-def]
             pid=os.getpid(),
         )
     )
+
+
+_rinfo_prepared: tuple[str, str | None] | None = None
+
+
+def _rinfo_task() -> tuple[str, str | None]:
+    """``rinfo_source``'s checked source and file name, made once per process.
+
+    Preparing a function (``inspect.getsource``, dedent, the parse of the purity check) costs
+    about as much as the remote round trip of ``_rinfo``, which pytest-xdist makes per worker.
+    """
+    global _rinfo_prepared
+    if _rinfo_prepared is None:
+        import inspect
+
+        _rinfo_prepared = (
+            _source_of_function(rinfo_source),
+            inspect.getsourcefile(rinfo_source),
+        )
+    return _rinfo_prepared
 
 
 def _find_non_builtin_globals(source: str, codeobj: types.CodeType) -> list[str]:
