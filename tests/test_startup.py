@@ -8,6 +8,8 @@ import typing
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import execnet
 from execnet import gateway_base
@@ -321,3 +323,43 @@ def test_rinfo_ships_the_checked_function_source_through_remote_exec(
     assert sent == [expected, expected]
     # and it still goes through remote_exec (plugins and tests wrap it)
     assert calls == [gateway.rinfo_source, gateway.rinfo_source]
+
+
+# -- remote_exec's dedent ---------------------------------------------------------------------
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\n\rx#é\x0b\x0c"), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_dedent_is_textwraps(text: str) -> None:
+    import textwrap
+
+    from execnet import gateway
+
+    assert gateway._dedent(text) == textwrap.dedent(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x = 1\n", "if 1:\n    x = 1\n", "    x = 1\n    y = 2\n", "x\n  \ny\n", "\tx\n\ty\n", ""],
+)
+def test_dedent_examples(text: str) -> None:
+    import textwrap
+
+    from execnet import gateway
+
+    assert gateway._dedent(text) == textwrap.dedent(text)
+
+
+def test_unindented_remote_exec_imports_no_textwrap() -> None:
+    out = _run(
+        "import sys, execnet\n"
+        "gw = execnet.makegateway()\n"
+        "ch = gw.remote_exec('channel.send(1)')\n"
+        "assert ch.receive(10) == 1\n"
+        "print('textwrap' in sys.modules)\n"
+        "ch = gw.remote_exec('  channel.send(2)\\n  channel.send(3)')\n"
+        "assert (ch.receive(10), ch.receive(10)) == (2, 3)\n"
+        "print('textwrap' in sys.modules)\n"
+        "gw.exit()\n"
+    )
+    assert out.splitlines() == ["False", "True"]

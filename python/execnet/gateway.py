@@ -552,9 +552,7 @@ class Gateway(BaseGateway):
             file_name = inspect.getsourcefile(source)
             source = _source_of_function(source)
         else:
-            import textwrap
-
-            source = textwrap.dedent(str(source))
+            source = _dedent(str(source))
 
         if not call_name and kwargs:
             raise TypeError("can't pass kwargs to non-function remote_exec")
@@ -600,6 +598,19 @@ def rinfo_source(channel):  # type: ignore[no-untyped-def]
             pid=os.getpid(),
         )
     )
+
+
+def _dedent(text: str) -> str:
+    """``textwrap.dedent(text)``, without importing ``textwrap`` when it would change nothing.
+
+    Only a line starting with a space or a tab gives ``dedent`` something to remove (a margin,
+    or a whitespace-only line); the import costs more than a first round trip.
+    """
+    if not text.startswith((" ", "\t")) and "\n " not in text and "\n\t" not in text:
+        return text
+    import textwrap
+
+    return textwrap.dedent(text)
 
 
 _rinfo_prepared: tuple[str, str | None] | None = None
