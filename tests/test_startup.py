@@ -363,3 +363,24 @@ def test_unindented_remote_exec_imports_no_textwrap() -> None:
         "gw.exit()\n"
     )
     assert out.splitlines() == ["False", "True"]
+
+
+def test_rinfo_task_is_the_checked_function_source() -> None:
+    import inspect
+
+    from execnet import gateway
+
+    source, file_name = gateway._own_function_task(gateway.rinfo_source)
+    assert source == gateway._source_of_function(gateway.rinfo_source)
+    assert file_name == inspect.getsourcefile(gateway.rinfo_source)
+
+
+def test_first_rinfo_needs_no_inspect() -> None:
+    out = _run(
+        "import sys, execnet\n"
+        "gw = execnet.makegateway()\n"
+        "info = gw._rinfo()\n"
+        "print(info.executable == sys.executable, 'inspect' in sys.modules)\n"
+        "gw.exit()\n"
+    )
+    assert out == "True False"

@@ -620,17 +620,42 @@ def _rinfo_task() -> tuple[str, str | None]:
     """``rinfo_source``'s checked source and file name, made once per process.
 
     Preparing a function (``inspect.getsource``, dedent, the parse of the purity check) costs
-    about as much as the remote round trip of ``_rinfo``, which pytest-xdist makes per worker.
+    about as much as the remote round trip of ``_rinfo``, which pytest-xdist makes per worker;
+    the first time, ``inspect`` also maps every loaded module to its file. This function of
+    ours is known to be pure and unindented, so its lines are taken straight from its file:
+    the same text ``_source_of_function`` makes (tests compare them).
     """
     global _rinfo_prepared
     if _rinfo_prepared is None:
-        import inspect
-
-        _rinfo_prepared = (
-            _source_of_function(rinfo_source),
-            inspect.getsourcefile(rinfo_source),
-        )
+        _rinfo_prepared = _own_function_task(rinfo_source)
     return _rinfo_prepared
+
+
+def _own_function_task(function: types.FunctionType) -> tuple[str, str | None]:
+    """``(_source_of_function(function), inspect.getsourcefile(function))`` for a top-level
+    function of this package, read directly (``inspect`` when the file does not look right)."""
+    import linecache
+
+    code = function.__code__
+    file_name = code.co_filename
+    lines = linecache.getlines(file_name)
+    start = code.co_firstlineno - 1
+    if (
+        file_name.endswith(".py")
+        and os.path.exists(file_name)
+        and start < len(lines)
+        and lines[start].startswith(f"def {function.__name__}(")
+    ):
+        end = start + 1
+        # the block: indented or blank lines, without the blank ones after it
+        while end < len(lines) and (not lines[end].strip() or lines[end][:1] in (" ", "\t")):
+            end += 1
+        while not lines[end - 1].strip():
+            end -= 1
+        return "\n" * start + "".join(lines[start:end]), file_name
+    import inspect
+
+    return _source_of_function(function), inspect.getsourcefile(function)
 
 
 def _find_non_builtin_globals(source: str, codeobj: types.CodeType) -> list[str]:
