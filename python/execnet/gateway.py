@@ -631,7 +631,9 @@ def _rinfo_task() -> tuple[str, str | None]:
     return _rinfo_prepared
 
 
-def _own_function_task(function: types.FunctionType) -> tuple[str, str | None]:
+def _own_function_task(
+    function: types.FunctionType | Callable[..., Any],
+) -> tuple[str, str | None]:
     """``(_source_of_function(function), inspect.getsourcefile(function))`` for a top-level
     function of this package, read directly (``inspect`` when the file does not look right)."""
     import linecache
