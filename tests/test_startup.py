@@ -380,7 +380,8 @@ def test_first_rinfo_needs_no_inspect() -> None:
         "import sys, execnet\n"
         "gw = execnet.makegateway()\n"
         "info = gw._rinfo()\n"
-        "print(info.executable == sys.executable, 'inspect' in sys.modules)\n"
+        "print(info.executable == sys.executable, 'inspect' in sys.modules,"
+        " 'tokenize' in sys.modules)\n"
         "gw.exit()\n"
     )
-    assert out == "True False"
+    assert out == "True False False"

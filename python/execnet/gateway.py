@@ -636,15 +636,18 @@ def _own_function_task(
 ) -> tuple[str, str | None]:
     """``(_source_of_function(function), inspect.getsourcefile(function))`` for a top-level
     function of this package, read directly (``inspect`` when the file does not look right)."""
-    import linecache
-
     code = function.__code__
     file_name = code.co_filename
-    lines = linecache.getlines(file_name)
+    try:
+        # this package's sources are UTF-8 without a coding line (linecache would import
+        # tokenize to find that out)
+        with open(file_name, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
     start = code.co_firstlineno - 1
     if (
         file_name.endswith(".py")
-        and os.path.exists(file_name)
         and start < len(lines)
         and lines[start].startswith(f"def {function.__name__}(")
     ):
