@@ -515,9 +515,9 @@ import threading, time
 done = threading.Event()
 got = []
 def slow(item):
-    time.sleep(0.05)  # the receiver thread itself reads slowly
+    time.sleep(0.02)  # the receiver thread itself reads slowly
     got.append(len(item))
-    if len(got) == 80:
+    if len(got) == 200:
         done.set()
 channel.setcallback(slow)
 channel.send("ready")
@@ -530,12 +530,13 @@ def test_remote_reading_a_long_transfer_is_not_unresponsive(group: Group) -> Non
     gw = group.makegateway("popen//heartbeat=0.2")
     ch = gw.remote_exec(SLOW_READER)
     assert ch.receive(TIMEOUT) == "ready"
-    # 80 items of 4 KB: our pipe and the reader's buffer hold ~32 of them, 1.6 s of reading,
-    # so a heartbeat request queued behind them waits longer than its 3 intervals (0.6 s)
+    # 200 items of 4 KB, 20 ms each: the pipe, the send buffer and the reader's buffer hold
+    # ~48 of them (~1 s of reading), so a heartbeat request queued behind them waits longer
+    # than its 3 intervals (0.6 s); the reader takes 64 KiB (~0.3 s of reading) at a time
     start = time.monotonic()
-    for _ in range(80):
+    for _ in range(200):
         ch.send(b"x" * 4096)
     assert time.monotonic() - start > 1.0  # the sends really waited for the slow reader
-    assert ch.receive(TIMEOUT) == 80
+    assert ch.receive(TIMEOUT) == 200
     assert gw.cause_of_death is None
     assert gw in group

@@ -261,6 +261,10 @@ def test_routed_and_dispatched_frames_keep_wire_order(pipes: Pipes) -> None:
         "frames_dispatched": 2,
         "frames_sent": 0,
         "bytes_sent": 0,
+        "frames_buffered": 0,
+        "batches_written": 0,
+        "bytes_written": 0,
+        "frames_called_back": 0,
     }
 
 
@@ -311,28 +315,33 @@ def test_strconfig_applies_to_items_arriving_after_the_change(pipes: Pipes) -> N
     assert q.get(timeout=10) == b"b"
 
 
-def test_large_payloads_are_dispatched_small_ones_queued(pipes: Pipes) -> None:
-    # 256 KiB and more: decoded by dispatch in the reader thread, as upstream's receiver does.
+def test_large_payloads_are_decoded_by_the_reader(pipes: Pipes) -> None:
+    # 256 KiB and more: decoded in the reader thread, as upstream's receiver does, and queued
+    # without a call to dispatch; smaller ones are queued raw and decoded by get(). Large data
+    # for an unrouted channel still goes to dispatch.
     q = pipes.mux.queue(1)
-    rec = Recorder(lambda code, ch, payload: q.put(loads(payload)))
+    rec = Recorder(lambda code, ch, payload: q.put(("dispatched", ch, len(payload))))
     pipes.mux.start(rec.dispatch, rec.on_exit)
     limit = 256 * 1024
     overhead = len(dumps(b""))
-    blobs = [bytes([i]) * (4 << 20) for i in range(3)]
-    blobs += [b"s" * (limit - overhead - 1), b"t" * (limit - overhead)]
+    blobs: list[object] = [bytes([i]) * (4 << 20) for i in range(3)]
+    blobs += [b"s" * (limit - overhead - 1), b"t" * (limit - overhead), "\u20ac" * limit]
+    unrouted = b"u" * limit
 
     def peer() -> None:
-        for blob in blobs:
+        for blob in blobs[:3]:
+            os.write(pipes.peer_w, frame(4, 1, dumps(blob)))
+        os.write(pipes.peer_w, frame(4, 2, dumps(unrouted)))
+        for blob in blobs[3:]:
             os.write(pipes.peer_w, frame(4, 1, dumps(blob)))
 
     t = threading.Thread(target=peer)
     t.start()
-    for blob in blobs:
-        assert q.get(timeout=30) == blob
+    got = [q.get(timeout=30) for _ in range(len(blobs) + 1)]
     t.join()
-    assert [len(payload) for _, _, payload in rec.frames] == [
-        len(dumps(blob)) for blob in blobs[:3] + blobs[4:]
-    ]
+    assert got == blobs[:3] + [("dispatched", 2, len(dumps(unrouted)))] + blobs[3:]
+    assert [(ch, len(payload)) for _, ch, payload in rec.frames] == [(2, len(dumps(unrouted)))]
+    assert pipes.mux.stats()["frames_queued"] == 1  # only the one below 256 KiB went raw
 
 
 @pytest.mark.parametrize(
@@ -918,3 +927,108 @@ def test_memory_stays_flat_over_many_frames(pipes: Pipes) -> None:
     before = _rss_kib()
     rounds(400)  # 20,000 routed frames, 400 dispatched, 400 sent
     assert _rss_kib() - before < 4096
+
+
+def _read_frames_until(fd: int, count: int, timeout: float = 30) -> list[tuple[int, int, bytes]]:
+    """Read `count` frames from `fd`, failing instead of hanging if they do not come."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    buf = b""
+    frames: list[tuple[int, int, bytes]] = []
+    while len(frames) < count:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise AssertionError(f"only {len(frames)} of {count} frames arrived")
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError(len(frames))
+        buf += chunk
+        while len(buf) >= HEADER.size:
+            code, channel, length = HEADER.unpack_from(buf)
+            if len(buf) < HEADER.size + length:
+                break
+            frames.append((code, channel, buf[HEADER.size : HEADER.size + length]))
+            buf = buf[HEADER.size + length :]
+    return frames
+
+
+def test_bursts_are_written_in_batches_in_order(pipes: Pipes) -> None:
+    n = 20_000
+    got: list[list[tuple[int, int, bytes]]] = []
+    reader = threading.Thread(target=lambda: got.append(_read_frames_until(pipes.peer_r, n)))
+    reader.start()
+    for i in range(n):
+        # every 1000th frame is too large to buffer and is written directly, after the
+        # buffered ones before it
+        pipes.mux.send(4, i, b"x" * (20_000 if i % 1000 == 999 else i % 50))
+    reader.join(timeout=60)
+    assert got and got[0] == [
+        (4, i, b"x" * (20_000 if i % 1000 == 999 else i % 50)) for i in range(n)
+    ]
+    stats = pipes.mux.stats()
+    assert stats["frames_sent"] == n
+    assert stats["frames_buffered"] > n // 2
+    assert 0 < stats["batches_written"] < stats["frames_buffered"] // 4
+
+
+def test_isolated_sends_are_written_by_the_sender(pipes: Pipes) -> None:
+    for i in range(5):
+        time.sleep(0.002)
+        pipes.mux.send(4, i, b"abc")
+        # written before send() returned: no thread involved
+        assert select_readable(pipes.peer_r)
+        assert read_exact(pipes.peer_r, 12) == frame(4, i, b"abc")
+    assert pipes.mux.stats()["frames_buffered"] == 0
+
+
+def select_readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_last_frame_of_a_burst_goes_out_without_flush(pipes: Pipes) -> None:
+    for i in range(1000):
+        pipes.mux.send(4, i, b"abc")
+    frames = _read_frames_until(pipes.peer_r, 1000, timeout=5)
+    assert [c for _, c, _ in frames] == list(range(1000))
+
+
+def test_deferred_send_does_not_wait_for_a_blocked_writer(pipes: Pipes) -> None:
+    big = bytes(4 << 20)
+    t = threading.Thread(target=pipes.mux.send, args=(4, 1, big))
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()  # blocked on the full pipe, holding the write lock
+    start = time.monotonic()
+    pipes.mux.send(5, 3, b"", True)
+    assert time.monotonic() - start < 0.5
+    frames = _read_frames_until(pipes.peer_r, 2)
+    t.join(timeout=10)
+    assert frames == [(4, 1, big), (5, 3, b"")]
+
+
+def test_failed_buffered_write_fails_later_sends(pipes: Pipes) -> None:
+    os.close(pipes.peer_r)
+    deadline = time.monotonic() + 10
+    with pytest.raises(BrokenPipeError):
+        while time.monotonic() < deadline:
+            pipes.mux.send(4, 1, b"x", True)
+            time.sleep(0.0001)
+
+
+def test_close_write_delivers_buffered_frames(pipes: Pipes) -> None:
+    for i in range(100):
+        pipes.mux.send(4, i, b"y", True)
+    pipes.mux.close_write()
+    assert [c for _, c, _ in read_frames(pipes.peer_r)] == list(range(100))
+    with pytest.raises(OSError, match="write side is closed"):
+        pipes.mux.send(4, 1, b"x", True)
+
+
+def test_flush_writes_what_is_buffered(pipes: Pipes) -> None:
+    for i in range(50):
+        pipes.mux.send(4, i, b"z", True)
+    pipes.mux.flush()
+    assert pipes.mux.stats()["batches_written"] >= 1
+    assert len(_read_frames_until(pipes.peer_r, 50, timeout=5)) == 50

@@ -271,3 +271,84 @@ def test_interpreter_exit_while_the_reader_runs_a_callback() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")
+
+
+@native
+def test_callback_data_goes_from_the_reader_to_the_callback(gw: Gateway) -> None:
+    counter = LocalReceiveCounter(gw)
+    before = gw._mux.stats()["frames_called_back"]
+    got: list[Any] = []
+    done = threading.Event()
+
+    def callback(item: Any) -> None:
+        got.append(item)
+        if item == "end":
+            done.set()
+
+    ch = gw.remote_exec(
+        "channel.receive()\n"
+        "for i in range(3000):\n"
+        "    channel.send((i, 'x' * (i % 7)))\n"
+        "channel.send(channel.gateway.newchannel())\n"
+        "channel.send('end')\n"
+    )
+    ch.setcallback(callback)
+    ch.send("go")
+    assert done.wait(TIMEOUT)
+    ch.waitclose(TIMEOUT)
+    assert got[:3000] == [(i, "x" * (i % 7)) for i in range(3000)]
+    assert isinstance(got[3000], gb.Channel) and got[3001] == "end"
+    # only the item carrying a channel reference took Python's receive path
+    assert counter.calls == [ch.id]
+    assert gw._mux.stats()["frames_called_back"] - before == 3001
+
+
+@native
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_reconfigure_applies_to_a_callback_route(gw: Gateway, when: str) -> None:
+    got: list[Any] = []
+    done = threading.Event()
+
+    def callback(item: Any) -> None:
+        got.append(item)
+        done.set()
+
+    ch = gw.remote_exec("channel.receive()\nchannel.send('b')\n")
+    if when == "before":
+        ch.reconfigure(py2str_as_py3str=False, py3str_as_py2str=True)
+    ch.setcallback(callback)
+    if when == "after":
+        ch.reconfigure(py2str_as_py3str=False, py3str_as_py2str=True)
+    ch.send("go")
+    assert done.wait(TIMEOUT)
+    assert got == [gb.loads_internal(gb.dumps_internal("b"), None, (False, True))]
+    assert got != ["b"]
+    ch.waitclose(TIMEOUT)
+
+
+@native
+def test_raising_routed_callback_closes_with_error_and_keeps_the_gateway(gw: Gateway) -> None:
+    calls: list[Any] = []
+
+    def callback(item: Any) -> None:
+        calls.append(item)
+        raise ValueError(f"bad item {item}")
+
+    ch = gw.remote_exec(
+        "channel.receive()\n"
+        "channel.send(1)\n"
+        "try:\n"
+        "    channel.waitclose(30)\n"
+        "except channel.RemoteError as e:\n"
+        "    channel.gateway._channelfactory.new(99).send(str(e))\n"
+    )
+    ch.setcallback(callback)
+    report = gw._channelfactory.new(99)
+    ch.send("go")
+    with pytest.raises(ch.RemoteError, match="bad item 1"):
+        ch.waitclose(TIMEOUT)
+    assert "ValueError: bad item 1" in report.receive(TIMEOUT)
+    assert calls == [1]
+    assert gw._mux.stats()["frames_called_back"] >= 1
+    # the gateway still works
+    assert gw.remote_exec("channel.send(42)").receive(TIMEOUT) == 42

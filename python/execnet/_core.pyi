@@ -140,17 +140,28 @@ class Mux:
     """
 
     def __new__(cls, read_fd: int, write_fd: int, is_socket: bool | None = None) -> Mux: ...
-    def send(self, code: int, channelid: int, payload: bytes) -> None:
-        """Write one frame (header and payload) as a whole; frames from concurrent callers never
-        interleave.
+    def send(self, code: int, channelid: int, payload: bytes, defer: bool = False) -> None:
+        """Send one frame (header and payload) as a whole; frames from concurrent callers never
+        interleave, and each caller's frames leave in the order it sent them.
 
-        Small frames are written with the GIL held when the descriptor can take them at once;
-        otherwise the GIL is released while writing, and signal handlers run at least every
-        50 ms (Ctrl-C in the middle of a frame leaves the write side unusable: later sends raise
-        OSError). `ValueError` for a code outside 0..7, `OverflowError` for a channel id outside
-        int32, `OSError` (or a subclass such as `BrokenPipeError`) when the write fails or the
-        write side is closed.
+        A frame sent on its own is written at once: with the GIL held when the descriptor can
+        take it right away, otherwise with the GIL released, signal handlers running at least
+        every 50 ms (Ctrl-C in the middle of a frame leaves the write side unusable: later sends
+        raise OSError). Frames up to 16 KiB sent within 10 µs of the previous send (a burst),
+        or while earlier ones wait, are buffered and written in batches by a writer thread
+        (named `execnet-mux-writer`, started on first use); a sender waits once 64 KiB are
+        buffered. `defer=True` buffers any frame up to 16 KiB, burst or not, and never waits
+        (for sends from garbage-collector callbacks). `ValueError` for a code outside 0..7,
+        `OverflowError` for a channel id outside int32, `OSError` (or a subclass such as
+        `BrokenPipeError`) when the write fails, an earlier buffered write failed, or the write
+        side is closed.
         """
+    def send_item(self, channelid: int, item: object) -> None:
+        """Encode `item` in the internal form and send it as CHANNEL_DATA on `channelid`, as
+        `send(4, channelid, dumps_internal(item))` does, without the intermediate bytes object;
+        raises what `dumps_internal` raises (nothing is sent then)."""
+    def flush(self) -> None:
+        """Wait until every frame buffered by `send()` is written; raise as `send()` does."""
     def start(
         self,
         dispatch: Callable[[int, int, bytes], object],
@@ -172,6 +183,21 @@ class Mux:
     def queue(self, channelid: int, strconfig: tuple[bool, bool] = ...) -> ChannelQueue:
         """Create the queue of `channelid` and route its plain data there from now on
         (replacing an earlier route of that id)."""
+    def route_callback(
+        self,
+        channelid: int,
+        callback: Callable[[Any], object],
+        on_error: Callable[[int, Exception], object],
+        strconfig: tuple[bool, bool] = ...,
+    ) -> None:
+        """Deliver the plain data of `channelid` from now on to `callback(item)`, called in the
+        reader thread with the item decoded there (with `strconfig`); an `Exception` raised by
+        the callback goes to `on_error(channelid, exc)`, any other exception ends the reader as
+        one raised by `dispatch` does. Data that needs Python to decode (channel references)
+        still goes to `dispatch`. Replaces an earlier route (queue or callback) of that id;
+        `unroute` removes it."""
+    def in_reader_thread(self) -> bool:
+        """Whether the calling thread is this mux's reader thread."""
     def unroute(self, channelid: int) -> None:
         """Stop routing `channelid`: once this returns, its data goes to `dispatch`. Items
         already queued stay in the queue."""
@@ -184,7 +210,9 @@ class Mux:
     def stats(self) -> dict[str, int]:
         """Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
         (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
-        `bytes_sent`."""
+        `bytes_sent`, `frames_buffered` (sent through the burst buffer), `batches_written`
+        (writes of buffered frames), `bytes_written` (bytes the descriptor took so far),
+        `frames_called_back` (data passed to a callback route without `dispatch`)."""
     def is_alive(self) -> bool:
         """Whether the reader thread is running."""
     def close_read(self) -> None:
@@ -192,5 +220,10 @@ class Mux:
         read descriptor; a socket's reading direction is shut down. Idempotent; may be called
         from `dispatch`."""
     def close_write(self) -> None:
-        """Close the write descriptor; a socket's sending direction is shut down, so the peer
-        sees end of stream. Idempotent."""
+        """Write what `send()` buffered (waiting at most 1 s for a peer that does not read),
+        then close the write descriptor; a socket's sending direction is shut down, so the peer
+        sees end of stream. Later sends raise OSError. Idempotent."""
+
+def _after_fork_in_child() -> None:
+    """Run in the child of `os.fork()` (registered with `os.register_at_fork` on import):
+    every existing `Mux` then belongs to the parent and refuses to be used."""

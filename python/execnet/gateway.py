@@ -185,7 +185,19 @@ class Gateway(BaseGateway):
         exited yet at that moment is looked at again here.
         """
         cause = self._cause
-        if cause is not None and cause.returncode is None and cause.kind != "unresponsive":
+        if cause is None:
+            # The receiver may not have seen the end yet (e.g. right after Group.terminate
+            # killed the process): an exited local process answers already.
+            popen = getattr(self._io, "popen", None)
+            returncode = popen.poll() if popen is not None and self._process_status else None
+            if returncode is not None:
+                status = self._cause_from_status(returncode)
+                if self._unresponsive is not None:
+                    return self._unresponsive._replace(
+                        returncode=status.returncode, signal=status.signal
+                    )
+                return status
+        elif cause.returncode is None and cause.kind != "unresponsive":
             popen = getattr(self._io, "popen", None)
             returncode = popen.poll() if popen is not None and self._process_status else None
             if returncode is not None:
@@ -356,8 +368,8 @@ class Gateway(BaseGateway):
         """Probe the remote; declare it unresponsive after ``heartbeat_misses`` silent intervals.
 
         At most one STATUS request is outstanding. An interval counts as silent when the request
-        is still unanswered and the remote read none of what we sent it (the unread byte count
-        of our pipe or socket did not change), so a remote busy reading a large transfer, with
+        is still unanswered and the remote read none of what we sent it (see
+        ``_outgoing_progress``), so a remote busy reading a large transfer, with
         the request queued behind it, is not declared unresponsive.
         """
         misses = max(1, int(self.heartbeat_misses))
@@ -373,7 +385,7 @@ class Gateway(BaseGateway):
                     if probe._receiveclosed.is_set():  # the reply (data, then close) arrived
                         probe = None
                     else:
-                        current = self._unread_outgoing()
+                        current = self._outgoing_progress()
                         if current is not None and current != level:
                             since = now  # the remote is reading
                         level = current
@@ -387,7 +399,7 @@ class Gateway(BaseGateway):
                     except OSError:
                         return
                     since = now
-                    level = self._unread_outgoing()
+                    level = self._outgoing_progress()
                     # queued, and written now only if that cannot block (see _flush_status)
                     self._deferred_sends.append(Message(Message.STATUS, probe.id))
                     self._flush_status()
@@ -443,6 +455,22 @@ class Gateway(BaseGateway):
             return struct.unpack("i", buf)[0]  # type: ignore[no-any-return]
         except (ImportError, AttributeError, OSError, ValueError):
             return None
+
+    def _outgoing_progress(self) -> int | None:
+        """A number that changes whenever the remote takes some of what we sent, or None.
+
+        With the native mux: the bytes written so far minus those still unread. A level alone
+        can repeat while the remote reads (a batch writer refills a full pipe to the same byte
+        count); without the mux every frame is written whole, and the unread count serves.
+        """
+        unread = self._unread_outgoing()
+        mux = self._mux
+        if unread is None or mux is None:
+            return unread
+        try:
+            return int(mux.stats()["bytes_written"]) - unread
+        except (OSError, KeyError):
+            return unread
 
     def _declare_unresponsive(self, interval: float, misses: int) -> None:
         """Record the cause, leave the group and end the remote, so channels get EOFError."""

@@ -997,6 +997,22 @@ class Channel:
         if queuetype is not None and isinstance(items, queuetype):
             # payloads queued by the reader thread from now on are decoded with it
             items.strconfig = value
+        elif items is None:
+            # a callback route decodes in the reader thread: give it the new setting
+            self._route_callback()
+
+    def _route_callback(self) -> None:
+        # Plain data for this id then goes from the reader thread straight to the callback,
+        # past dispatch and _local_receive (which still handle what the mux hands over).
+        mux = getattr(self.gateway, "_mux", None)
+        factory = self.gateway._channelfactory
+        registered = factory._callbacks.get(self.id)
+        if mux is None or registered is None:
+            return
+        try:
+            mux.route_callback(self.id, registered[0], factory._callback_failed, self._strconfig)
+        except OSError:
+            pass  # a Mux inherited through fork() routes nothing
 
     def _unroute(self) -> None:
         # Routed data bypasses _receivelock and _local_receive; wherever upstream stops
@@ -1034,6 +1050,7 @@ class Channel:
                 except empty:
                     if not (self._closed or self._receiveclosed.is_set()):
                         _callbacks[self.id] = (callback, endmarker, self._strconfig)
+                        self._route_callback()
                     break
                 if olditem is ENDMARKER:
                     items.put(olditem)  # for other receivers
@@ -1141,6 +1158,18 @@ class Channel:
         """Send ``item`` to the peer (``OSError`` if the channel is closed)."""
         if self._closed:
             raise OSError(f"cannot send to {self!r}")
+        gateway = self.gateway
+        mux = gateway._mux
+        if mux is not None and not DEBUG and type(gateway)._send is _BASE_SEND:
+            # encoded straight into the frame (what _send(CHANNEL_DATA, ...) does, one copy
+            # less; a subclass or patch of _send is still called); encoding errors
+            # (DumpError, UnicodeEncodeError, ...) pass unchanged, while the sending itself
+            # fails with OSError only
+            try:
+                mux.send_item(self.id, item)
+            except OSError as e:
+                raise OSError("cannot send (already closed?)") from e
+            return
         self.gateway._send(4, self.id, dumps_internal(item))  # Message.CHANNEL_DATA
 
     def receive(self, timeout: float | None = None) -> Any:
@@ -1164,6 +1193,9 @@ class Channel:
         return x
 
     def _in_receiver_thread(self) -> bool:
+        mux = getattr(self.gateway, "_mux", None)
+        if mux is not None:
+            return mux.in_reader_thread()  # type: ignore[no-any-return]
         ident = getattr(self.gateway, "_receiver_ident", None)
         return ident is not None and ident == self.gateway.execmodel.get_ident()
 
@@ -1331,8 +1363,10 @@ class ChannelFactory:
             self._no_longer_opened(id)
 
     def _local_receive(self, id: int, data: bytes) -> None:
-        # executes in the receiver thread, under the gateway's receive lock
-        channel = self._channels.get(id)
+        # executes in the receiver thread, under the gateway's receive lock; kept lean, as it
+        # runs once per item for channels with a callback
+        ref = self._channels.data.get(id)  # type: ignore[attr-defined]  # its dict: no Python call
+        channel = ref() if ref is not None else None
         registered = self._callbacks.get(id)
         if registered is None:
             queue = channel._items if channel is not None else None
@@ -1344,18 +1378,30 @@ class ChannelFactory:
             try:
                 if channel is not None:
                     strconfig = channel._strconfig
-                item = _loads_wire(data, self, strconfig)
+                core = _core
+                if core is not None:
+                    item = core.loads_internal(data, self, strconfig)
+                else:
+                    item = _loads_wire(data, self, strconfig)
                 callback(item)  # even if the channel object was closed already
             except Exception as exc:
-                self.gateway._trace("exception during callback: %s" % exc)
-                errortext = self.gateway._geterrortext(exc)
-                try:
-                    self.gateway._send(Message.CHANNEL_CLOSE_ERROR, id, dumps_internal(errortext))
-                except OSError:
-                    pass
-                # upstream records the bare text here (and later fails to warn() it);
-                # a RemoteError keeps _remoteerrors homogeneous.
-                self._local_close(id, RemoteError(errortext))
+                self._report_callback_error(id, exc)
+
+    def _callback_failed(self, id: int, exc: Exception) -> None:
+        # called by the mux's reader thread when a routed callback raised
+        with self.gateway._receivelock:
+            self._report_callback_error(id, exc)
+
+    def _report_callback_error(self, id: int, exc: Exception) -> None:
+        self.gateway._trace("exception during callback: %s" % exc)
+        errortext = self.gateway._geterrortext(exc)
+        try:
+            self.gateway._send(Message.CHANNEL_CLOSE_ERROR, id, dumps_internal(errortext))
+        except OSError:
+            pass
+        # upstream records the bare text here (and later fails to warn() it);
+        # a RemoteError keeps _remoteerrors homogeneous.
+        self._local_close(id, RemoteError(errortext))
 
     def _finished_receiving(self) -> None:
         with self._writelock:
@@ -1453,6 +1499,14 @@ class BaseGateway:
         # one turn of _thread_receiver's loop, for the frames the reader did not queue itself
         if self._receiver_ident is None:
             self._receiver_ident = self.execmodel.get_ident()
+        if code == 4 and not DEBUG:  # Message.CHANNEL_DATA: callbacks, large items
+            try:
+                with self._receivelock:
+                    self._channelfactory._local_receive(channelid, data)
+            except BaseException as exc:
+                self._dispatch_error = exc
+                raise
+            return
         msg = Message(code, channelid, data)
         self._trace("[receiver-thread]", "received", msg)
         try:
@@ -1604,20 +1658,14 @@ class BaseGateway:
 
     def _send(self, msgcode: int, channelid: int = 0, data: bytes = b"") -> None:
         mux = self._mux
-        if mux is not None and not DEBUG and not self._deferred_sends:
-            # The common case, kept short: the mux writes whole frames under its own lock; the
-            # send lock and depth only keep garbage-collector sends (``_send_deferrable``) out.
+        if mux is not None and not DEBUG:
+            # The common case, kept short: the mux writes whole frames in order under its own
+            # lock and never runs Python code while it holds it, so no send lock is needed
+            # (garbage-collector sends go through ``_send_deferrable``, which never waits).
             try:
-                with self._sendlock:
-                    self._send_depth += 1
-                    try:
-                        mux.send(msgcode, channelid, data)
-                    finally:
-                        self._send_depth -= 1
+                mux.send(msgcode, channelid, data)
             except (OSError, ValueError) as e:
                 raise OSError("cannot send (already closed?)") from e
-            if self._deferred_sends:
-                self._flush_deferred()
             return
         try:
             with self._sendlock:
@@ -1646,7 +1694,8 @@ class BaseGateway:
         while deferred:
             message = deferred.pop(0)
             if mux is not None:
-                mux.send(message.msgcode, message.channelid, message.data)
+                # buffered for the mux's writer thread: never waits for the write lock
+                mux.send(message.msgcode, message.channelid, message.data, True)
             else:
                 message.to_io(self._io)
 
@@ -1673,10 +1722,14 @@ class BaseGateway:
         same thread (a nested frame would corrupt the stream), or in the receiver thread while
         another thread is blocked writing to a full pipe (waiting for the lock would deadlock
         with a peer that waits for us to read). The frame is queued and written by whoever
-        holds, or next takes, the send lock.
+        holds, or next takes, the send lock; with a native mux, by the mux's writer thread.
         """
-        self._deferred_sends.append(Message(msgcode, channelid))
+        mux = self._mux
         try:
+            if mux is not None and not DEBUG:
+                mux.send(msgcode, channelid, b"", True)
+                return
+            self._deferred_sends.append(Message(msgcode, channelid))
             self._flush_deferred()
         except (OSError, ValueError) as e:
             self._trace("failed to send deferred messages", e)
@@ -2382,3 +2435,6 @@ def dumps_internal(obj: object) -> bytes:
     if core is not None:
         return core.dumps_internal(obj)  # type: ignore[no-any-return]
     return _Serializer().save(obj)  # type: ignore[return-value]
+
+
+_BASE_SEND = BaseGateway._send

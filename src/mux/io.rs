@@ -9,6 +9,7 @@
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,6 +192,8 @@ pub struct WriteSide {
     /// duplicate was switched to `O_NONBLOCK`. Then a write is tried first and the descriptor is
     /// polled only when it is full; otherwise every write polls first (one more system call).
     nonblocking: bool,
+    /// Bytes written to the descriptor so far.
+    written: AtomicU64,
 }
 
 /// Permission to write: while it lives, no other thread writes. Dropping it in the middle of a
@@ -218,6 +221,7 @@ impl WriteSide {
             freed: Condvar::new(),
             socket,
             nonblocking,
+            written: AtomicU64::new(0),
         }
     }
 
@@ -281,6 +285,11 @@ impl WriteSide {
         self.state.lock().fd.is_none()
     }
 
+    /// Bytes written to the descriptor so far (a frame handed to a buffer counts once written).
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
     /// Most bytes that [`WriteToken::write_now`] may write to a pipe without blocking.
     pub fn atomic_limit(&self) -> usize {
         if self.socket {
@@ -316,6 +325,7 @@ impl WriteToken<'_> {
         match result {
             Ok(n) => {
                 self.mid_frame = n < buf.len();
+                self.side.written.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(0),
@@ -359,6 +369,7 @@ impl WriteToken<'_> {
                 Ok(n) => {
                     done += n;
                     self.mid_frame = done < buf.len();
+                    self.side.written.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(rustix::io::Errno::AGAIN) => poll_first = true,
                 Err(rustix::io::Errno::INTR) => check().map_err(WriteError::Interrupted)?,
@@ -366,6 +377,26 @@ impl WriteToken<'_> {
             }
         }
         self.mid_frame = false;
+        Ok(())
+    }
+}
+
+impl WriteToken<'_> {
+    /// Writes `parts` one after the other as one frame: a failure anywhere after the first
+    /// byte leaves the write side broken, as for a single buffer.
+    pub fn write_parts<E>(
+        &mut self,
+        parts: &[&[u8]],
+        check: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), WriteError<E>> {
+        let mut started = false;
+        for part in parts {
+            if started {
+                self.mid_frame = true;
+            }
+            self.write_all(part, check)?;
+            started |= !part.is_empty();
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! they took.
 
 pub mod io;
+pub mod outbox;
 pub mod queue;
 
 use std::collections::HashMap;
@@ -93,6 +94,39 @@ impl<T> Router<T> {
     /// Whether `channel` is routed.
     pub fn is_routed(&self, channel: i32) -> bool {
         self.routes.lock().contains_key(&channel)
+    }
+
+    /// The string setting of `channel` if it is routed and `payload` decodes without Python
+    /// help (no channel references): the caller may then decode it itself and hand the result
+    /// to [`Router::push_decoded`]. Meant for payloads the router does not queue raw (see
+    /// [`MAX_ROUTED_PAYLOAD`]).
+    pub fn decodable(&self, channel: i32, payload: &[u8]) -> Option<StrConfig> {
+        let strconfig = self.routes.lock().get(&channel)?.strconfig.get();
+        match codec::scan(payload) {
+            Ok(info) if !info.channel_refs && !info.needs_python_check => Some(strconfig),
+            _ => None,
+        }
+    }
+
+    /// Queues an already decoded item on `channel`; gives it back if the channel is not routed
+    /// (any more) or its queue is gone.
+    pub fn push_decoded(&self, channel: i32, item: T) -> Result<(), T> {
+        let mut routes = self.routes.lock();
+        let Some(tx) = routes.get(&channel).and_then(|route| route.tx.upgrade()) else {
+            return Err(item);
+        };
+        // Under the lock, as in `route`: once `unroute` returns, nothing is pushed any more.
+        match tx.send(Item::Obj(item)) {
+            Ok(()) => Ok(()),
+            Err(flume::SendError(item)) => {
+                routes.remove(&channel);
+                match item {
+                    Item::Obj(item) => Err(item),
+                    // Only `Obj` was sent.
+                    Item::Raw { .. } | Item::End => Ok(()),
+                }
+            }
+        }
     }
 
     /// Drops every route.

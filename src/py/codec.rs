@@ -648,7 +648,7 @@ const SCRATCH_KEEP: usize = 1 << 20;
 
 /// Runs `f` with an empty buffer: the thread's scratch buffer, or a fresh one when it is in use
 /// (a `dumps` nested in user code that runs during encoding).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();

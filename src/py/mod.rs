@@ -25,9 +25,13 @@ pub mod _core {
     #[pymodule_export]
     use super::mux::{ChannelQueuePy, MuxPy};
 
+    #[pymodule_export]
+    use super::mux::after_fork_in_child;
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        super::mux::register_fork_hook(m)?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Bindings of the multiplexer: `Mux` (a gateway connection's reader thread, routing table and
 //! write lock) and `ChannelQueue` (a channel's receive queue).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,22 +10,31 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::{PyEOFError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyException, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyType};
 
-use crate::frame::{encode_frame, Frame, FrameError, MAX_CODE};
+use crate::codec;
+use crate::frame::{
+    encode_frame, wire_len, Frame, FrameError, FrameHeader, CHANNEL_DATA, HEADER_LEN, MAX_CODE,
+};
 use crate::mux::io::{
     dup_raw, is_socket, ReadCloser, ReadSide, WriteError, WriteSide, CHECK_INTERVAL,
 };
-use crate::mux::{run_reader, Burst, GetError, Item, Queue, ReaderExit, Router};
-use crate::py::codec::decode_internal;
+use crate::mux::outbox::{Offer, Outbox};
+use crate::mux::{
+    run_reader, Burst, GetError, Item, Queue, ReaderExit, Router, MAX_ROUTED_PAYLOAD,
+};
+use crate::py::codec::{decode_internal, encode_internal_into, with_scratch};
 
 /// Frames up to this size are tried with the GIL held (a non-blocking write); larger ones and
 /// retries release the GIL first.
 const FAST_WRITE_LIMIT: usize = 64 * 1024;
+
+/// `close_write()` waits at most this long for buffered frames to be written.
+const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 static QUEUE_EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -33,6 +43,30 @@ fn queue_empty(py: Python<'_>) -> PyErr {
         Ok(cls) => PyErr::from_type(cls.clone(), ()),
         Err(err) => err,
     }
+}
+
+/// Bumped in the child of every `os.fork()`: a `Mux` made in an earlier generation belongs to
+/// another process. Cheaper than asking for the process id on every send (a system call).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// `_after_fork_in_child()`: registered with `os.register_at_fork`; marks every existing `Mux`
+/// as belonging to the parent.
+#[pyfunction(name = "_after_fork_in_child")]
+pub fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers [`after_fork_in_child`] to run in the child of `os.fork()`.
+pub fn register_fork_hook(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = module.getattr("_after_fork_in_child")?;
+    let kwargs = pyo3::types::PyDict::new(module.py());
+    kwargs.set_item("after_in_child", hook)?;
+    module
+        .py()
+        .import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
+    Ok(())
 }
 
 /// The Python callables of a started reader.
@@ -51,16 +85,26 @@ enum ReaderState {
 /// State shared by the `Mux` object and its reader thread.
 struct Shared {
     router: Router<Py<PyAny>>,
-    writer: WriteSide,
+    writer: Arc<Outbox>,
     unstarted: Mutex<Option<ReadSide>>,
     read_closer: ReadCloser,
     callbacks: Mutex<Option<Callbacks>>,
     state: Mutex<ReaderState>,
     finished: Condvar,
     reader_thread: Mutex<Option<ThreadId>>,
-    pid: u32,
+    /// Channels whose plain data goes to a Python callback (see `route_callback`).
+    callback_routes: Mutex<HashMap<i32, CallbackRoute>>,
+    frames_called_back: AtomicU64,
+    fork_generation: u64,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
+}
+
+/// Where the plain data of a channel with a callback goes.
+struct CallbackRoute {
+    callback: Py<PyAny>,
+    on_error: Py<PyAny>,
+    strconfig: (bool, bool),
 }
 
 /// Why the reader stopped on the dispatch side.
@@ -90,10 +134,16 @@ impl Shared {
             };
             let mut next = Some(frame);
             while let Some(frame) = next {
-                let payload = PyBytes::new(py, &frame.payload);
-                dispatch
-                    .call1(py, (frame.code, frame.channel, payload))
-                    .map_err(Stop::Raised)?;
+                let frame = match self.call_back(py, frame)? {
+                    Some(frame) => self.queue_large(py, frame),
+                    None => None,
+                };
+                if let Some(frame) = frame {
+                    let payload = PyBytes::new(py, &frame.payload);
+                    dispatch
+                        .call1(py, (frame.code, frame.channel, payload))
+                        .map_err(Stop::Raised)?;
+                }
                 if self.read_closer.is_closed() {
                     return Err(Stop::Closed);
                 }
@@ -102,6 +152,76 @@ impl Shared {
             Ok(())
         });
         result.unwrap_or(Err(Stop::Finalizing))
+    }
+
+    /// Delivers a data frame of a channel with a callback route: decoded here and passed to
+    /// the callback (what `dispatch` would do, minus the Python calls around it). Hands back
+    /// any other frame, and one whose payload needs Python to decode (channel references) or
+    /// does not decode, so that `dispatch` handles it as before.
+    fn call_back(&self, py: Python<'_>, frame: Frame) -> Result<Option<Frame>, Stop> {
+        if frame.code != CHANNEL_DATA {
+            return Ok(Some(frame));
+        }
+        // The callables are taken out under the lock and called without it: a callback may
+        // change the routes.
+        let route = self
+            .callback_routes
+            .lock()
+            .get(&frame.channel)
+            .map(|route| {
+                (
+                    route.callback.clone_ref(py),
+                    route.on_error.clone_ref(py),
+                    route.strconfig,
+                )
+            });
+        let Some((callback, on_error, strconfig)) = route else {
+            return Ok(Some(frame));
+        };
+        match codec::scan(&frame.payload) {
+            Ok(info) if !info.channel_refs && !info.needs_python_check => {}
+            _ => return Ok(Some(frame)),
+        }
+        let Ok(item) = decode_internal(py, &frame.payload, strconfig, None) else {
+            return Ok(Some(frame));
+        };
+        self.frames_called_back.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = callback.call1(py, (item,)) {
+            if !err.is_instance_of::<PyException>(py) {
+                // KeyboardInterrupt, SystemExit...: they end the reader, as from `dispatch`.
+                return Err(Stop::Raised(err));
+            }
+            on_error
+                .call1(py, (frame.channel, err.into_value(py)))
+                .map_err(Stop::Raised)?;
+        }
+        Ok(None)
+    }
+
+    /// Removes the callback route of `channel`; the callables are released after the lock.
+    fn remove_callback_route(&self, channel: i32) {
+        let old = self.callback_routes.lock().remove(&channel);
+        drop(old);
+    }
+
+    /// Decodes a large data frame of a routed channel right here and queues the item (what
+    /// `dispatch` would do, minus a copy of the payload into a bytes object and the Python
+    /// calls); hands back any other frame, or one that cannot be queued this way.
+    fn queue_large(&self, py: Python<'_>, frame: Frame) -> Option<Frame> {
+        if frame.code != CHANNEL_DATA || frame.payload.len() < MAX_ROUTED_PAYLOAD {
+            return Some(frame);
+        }
+        let Some(strconfig) = self.router.decodable(frame.channel, &frame.payload) else {
+            return Some(frame);
+        };
+        // An error is left to `dispatch`, which raises it as before.
+        let Ok(item) = decode_internal(py, &frame.payload, strconfig, None) else {
+            return Some(frame);
+        };
+        match self.router.push_decoded(frame.channel, item.unbind()) {
+            Ok(()) => None,
+            Err(_) => Some(frame),
+        }
     }
 
     /// Reports the end of the reader to `on_exit`, exactly once, then marks it finished.
@@ -194,22 +314,35 @@ impl MuxPy {
         Ok(MuxPy {
             shared: Arc::new(Shared {
                 router: Router::new(),
-                writer: WriteSide::new(write, write_socket),
+                writer: Outbox::new(WriteSide::new(write, write_socket)),
                 unstarted: Mutex::new(Some(side)),
                 read_closer: closer,
                 callbacks: Mutex::new(None),
                 state: Mutex::new(ReaderState::NotStarted),
                 finished: Condvar::new(),
                 reader_thread: Mutex::new(None),
-                pid: std::process::id(),
+                callback_routes: Mutex::new(HashMap::new()),
+                frames_called_back: AtomicU64::new(0),
+                fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
                 frames_sent: AtomicU64::new(0),
                 bytes_sent: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Writes one whole frame (header and payload) under the write lock.
-    fn send(&self, py: Python<'_>, code: i64, channelid: i32, payload: &[u8]) -> PyResult<()> {
+    /// Sends one whole frame (header and payload). A frame sent on its own is written at once
+    /// under the write lock; small frames sent in a quick burst are buffered and written in
+    /// batches by a writer thread, in order (see the outbox). `defer=True` buffers the frame
+    /// whenever it fits, so the call does not wait for the write lock.
+    #[pyo3(signature = (code, channelid, payload, defer = false))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        code: i64,
+        channelid: i32,
+        payload: &[u8],
+        defer: bool,
+    ) -> PyResult<()> {
         self.check_process()?;
         let code = i8::try_from(code)
             .ok()
@@ -217,33 +350,26 @@ impl MuxPy {
             .ok_or_else(|| {
                 PyValueError::new_err(format!("message code {code} is not in 0..{MAX_CODE}"))
             })?;
-        let frame = encode_frame(code, channelid, payload)
-            .map_err(|err| PyValueError::new_err(err.to_string()))?;
-        let writer = &self.shared.writer;
-        // Fast path: the lock is free and the descriptor takes the frame right now, so there is
-        // no need to give up the GIL (re-taking it can cost a switch interval).
-        let mut sent = false;
-        if frame.len() <= FAST_WRITE_LIMIT {
-            if let Some(mut token) = writer.try_acquire().map_err(write_error)? {
-                let n = token.write_now(&frame)?;
-                if n < frame.len() {
-                    py.detach(|| token.write_all(&frame[n..], &mut check_signals))
-                        .map_err(write_error)?;
-                }
-                sent = true;
-            }
-        }
-        if !sent {
-            py.detach(|| {
-                let mut token = writer.acquire(&mut check_signals)?;
-                token.write_all(&frame, &mut check_signals)
-            })
-            .map_err(write_error)?;
-        }
-        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        let size = frame.len() as u64;
-        self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
-        Ok(())
+        self.send_payload(py, code, channelid, payload, defer)
+    }
+
+    /// Encodes `item` in the internal form and sends it as `CHANNEL_DATA` on `channelid`, as
+    /// `send(4, channelid, dumps_internal(item))` does, without the intermediate bytes object.
+    /// Raises what `dumps_internal` raises (nothing is sent then).
+    fn send_item(&self, py: Python<'_>, channelid: i32, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_process()?;
+        with_scratch(|payload| {
+            encode_internal_into(item, payload)?;
+            self.send_payload(py, CHANNEL_DATA, channelid, payload, false)
+        })
+    }
+
+    /// Writes everything buffered by `send()`, waiting as a send would.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_process()?;
+        let outbox = &self.shared.writer;
+        py.detach(|| outbox.flush(&mut check_signals))
+            .map_err(write_error)
     }
 
     /// Starts the reader thread. `dispatch(code, channelid, payload)` gets every frame that is
@@ -307,7 +433,39 @@ impl MuxPy {
     fn unroute(&self, channelid: i32) -> PyResult<()> {
         self.check_process()?;
         self.shared.router.unroute(channelid);
+        self.shared.remove_callback_route(channelid);
         Ok(())
+    }
+
+    /// Delivers the plain data of `channelid` from now on to `callback(item)`, called in the
+    /// reader thread with the item decoded there (with `strconfig`); an `Exception` raised by
+    /// the callback is passed to `on_error(channelid, exc)`. Data that needs Python to decode
+    /// (channel references) still goes to `dispatch`. Replaces an earlier route of that id;
+    /// `unroute` removes it.
+    #[pyo3(signature = (channelid, callback, on_error, strconfig = (true, false)))]
+    fn route_callback(
+        &self,
+        channelid: i32,
+        callback: Py<PyAny>,
+        on_error: Py<PyAny>,
+        strconfig: (bool, bool),
+    ) -> PyResult<()> {
+        self.check_process()?;
+        self.shared.router.unroute(channelid);
+        let route = CallbackRoute {
+            callback,
+            on_error,
+            strconfig,
+        };
+        let old = self.shared.callback_routes.lock().insert(channelid, route);
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the calling thread is the reader thread.
+    fn in_reader_thread(&self) -> bool {
+        self.in_owner_process()
+            && *self.shared.reader_thread.lock() == Some(std::thread::current().id())
     }
 
     /// Waits until the reader has finished (including `on_exit`); returns whether it has.
@@ -344,7 +502,9 @@ impl MuxPy {
 
     /// Counters: `frames_received`, `bytes_received` (headers included), `frames_queued`
     /// (put into a channel queue without Python), `frames_dispatched`, `frames_sent`,
-    /// `bytes_sent`.
+    /// `bytes_sent`, `frames_buffered` (sent through the burst buffer), `batches_written`
+    /// (writes of buffered frames), `bytes_written` (bytes the descriptor took so far),
+    /// `frames_called_back` (data passed to a callback route without `dispatch`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let router = self.shared.router.stats();
         let dict = PyDict::new(py);
@@ -355,9 +515,13 @@ impl MuxPy {
             ("frames_dispatched", &router.dispatched),
             ("frames_sent", &self.shared.frames_sent),
             ("bytes_sent", &self.shared.bytes_sent),
+            ("frames_buffered", &self.shared.writer.frames_buffered),
+            ("batches_written", &self.shared.writer.batches),
+            ("frames_called_back", &self.shared.frames_called_back),
         ] {
             dict.set_item(name, counter.load(Ordering::Relaxed))?;
         }
+        dict.set_item("bytes_written", self.shared.writer.side().bytes_written())?;
         Ok(dict)
     }
 
@@ -376,9 +540,21 @@ impl MuxPy {
 
     /// Closes the write descriptor; for sockets the sending direction is shut down, so the peer
     /// sees end of stream. Later `send()` calls raise OSError. Idempotent.
-    fn close_write(&self) {
+    fn close_write(&self, py: Python<'_>) {
         if self.in_owner_process() {
-            self.shared.writer.close();
+            let outbox = &self.shared.writer;
+            // Deliver what `send()` buffered, unless the peer stopped reading.
+            let limit = Instant::now() + CLOSE_FLUSH_LIMIT;
+            let _ = py.detach(|| {
+                outbox.flush(&mut || {
+                    if Instant::now() >= limit {
+                        Err(())
+                    } else {
+                        Ok(())
+                    }
+                })
+            });
+            outbox.close();
         }
     }
 
@@ -389,6 +565,12 @@ impl MuxPy {
             if let Some(callbacks) = guard.as_ref() {
                 visit.call(&callbacks.dispatch)?;
                 visit.call(&callbacks.on_exit)?;
+            }
+        }
+        if let Some(routes) = self.shared.callback_routes.try_lock() {
+            for route in routes.values() {
+                visit.call(&route.callback)?;
+                visit.call(&route.on_error)?;
             }
         }
         Ok(())
@@ -402,6 +584,12 @@ impl MuxPy {
             .try_lock()
             .and_then(|mut cb| cb.take());
         drop(callbacks);
+        let routes = self
+            .shared
+            .callback_routes
+            .try_lock()
+            .map(|mut routes| std::mem::take(&mut *routes));
+        drop(routes);
     }
 }
 
@@ -420,8 +608,91 @@ impl MuxPy {
 }
 
 impl MuxPy {
+    /// Buffers the frame or writes it (see `send`), and counts it.
+    fn send_payload(
+        &self,
+        py: Python<'_>,
+        code: i8,
+        channelid: i32,
+        payload: &[u8],
+        defer: bool,
+    ) -> PyResult<()> {
+        let outbox = &self.shared.writer;
+        match outbox
+            .offer(code, channelid, payload, defer)
+            .map_err(write_error)?
+        {
+            Offer::Buffered { wait } => {
+                if wait {
+                    py.detach(|| outbox.wait_for_room(&mut check_signals))
+                        .map_err(write_error)?;
+                }
+            }
+            Offer::Direct => self.write_frame(py, code, channelid, payload)?,
+        }
+        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        let size = (payload.len() + HEADER_LEN) as u64;
+        self.shared.bytes_sent.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes a frame with the sending thread: whatever is buffered first, then the frame.
+    fn write_frame(
+        &self,
+        py: Python<'_>,
+        code: i8,
+        channelid: i32,
+        payload: &[u8],
+    ) -> PyResult<()> {
+        let outbox = &self.shared.writer;
+        if HEADER_LEN + payload.len() > FAST_WRITE_LIMIT {
+            // Large: header and payload are written one after the other, without copying the
+            // payload into a frame buffer.
+            let len =
+                wire_len(payload.len()).map_err(|err| PyValueError::new_err(err.to_string()))?;
+            let header = FrameHeader {
+                code,
+                channel: channelid,
+                len,
+            }
+            .encode();
+            return py
+                .detach(|| {
+                    let mut token = outbox.acquire(&mut check_signals)?;
+                    outbox.write_direct_parts(&mut token, &header, payload, &mut check_signals)
+                })
+                .map_err(write_error);
+        }
+        let frame = encode_frame(code, channelid, payload)
+            .map_err(|err| PyValueError::new_err(err.to_string()))?;
+        // Fast path: the lock is free, nothing is buffered and the descriptor takes the frame
+        // right now, so there is no need to give up the GIL (re-taking it can cost a switch
+        // interval).
+        if let Some(mut token) = outbox.try_acquire().map_err(write_error)? {
+            if outbox.has_buffered() {
+                return py
+                    .detach(|| outbox.write_direct(&mut token, &frame, &mut check_signals))
+                    .map_err(write_error);
+            }
+            let n = token.write_now(&frame)?;
+            if n < frame.len() {
+                py.detach(|| token.write_all(&frame[n..], &mut check_signals))
+                    .map_err(write_error)?;
+            }
+            return Ok(());
+        }
+        py.detach(|| {
+            let mut token = outbox.acquire(&mut check_signals)?;
+            outbox.write_direct(&mut token, &frame, &mut check_signals)
+        })
+        .map_err(write_error)
+    }
+
     fn in_owner_process(&self) -> bool {
-        self.shared.pid == std::process::id()
+        // The fork generation rather than the process id: no system call per send. A fork
+        // that bypasses Python's fork hooks (C code calling fork() and then Python code using
+        // the parent's Mux in the child) is not detected.
+        self.shared.fork_generation == FORK_GENERATION.load(Ordering::Relaxed)
     }
 }
 
