@@ -13,6 +13,14 @@ worker), ``workers_up`` (to the last ``testnodeready``: worker start-up, pytest 
 collection), ``tests`` (to the last ``testnodedown``), ``teardown`` (to the controller's
 ``sessionfinish``: group.terminate), ``finish`` (to the controller's last atexit hook) and
 ``exit`` (to the process's end); ``cpu`` is the user + system time of the whole process tree.
+
+Below them, the workers' own marks (each the median over runs of the slowest worker):
+``w_pytest_up`` (from the controller's last ``configure_node`` to a worker's plugin import:
+the worker imports pytest and parses its arguments), ``w_session`` (plugin import to the
+worker's ``unconfigure``: configure, collection, the test, the session's end) and
+``w_cleanup`` (``unconfigure`` to the worker's exit hooks: pytest's cleanup, whose five full
+``gc.collect()`` passes in pytest 8.4 dominate, then execnet's end of the task and
+GATEWAY_TERMINATE); ``ctl_cleanup`` is the controller's own ``unconfigure`` to ``atexit``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ def pytest_configure_node(node): mark("configure_node")
 def pytest_testnodeready(node): mark("testnodeready")
 def pytest_testnodedown(node, error): mark("testnodedown")
 def pytest_sessionfinish(session): mark("sessionfinish")
+def pytest_unconfigure(config): mark("unconfigure")
 atexit.register(lambda: mark("atexit"))
 """
 
@@ -78,10 +87,13 @@ def one_run(python: str, suite: Path, workers: int, plugin_dir: str) -> dict[str
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         marks: dict[str, list[float]] = {}
+        workers: dict[str, dict[str, float]] = {}
         for line in out.read().splitlines():
             stamp, who, what = line.split()
             if who == "ctl":
                 marks.setdefault(what, []).append(float(stamp))
+            else:
+                workers.setdefault(who, {})[what] = float(stamp)
     points: dict[str, float] = {}
     previous = 0.0
     for phase, mark, which in PHASES:
@@ -94,6 +106,23 @@ def one_run(python: str, suite: Path, workers: int, plugin_dir: str) -> dict[str
     points["exit"] = total - previous
     points["total"] = total
     points["cpu"] = cpu
+    ready = marks.get("configure_node")
+    spans = {
+        "w_pytest_up": ("plugin", "unconfigure"),
+        "w_session": ("plugin", "unconfigure"),
+        "w_cleanup": ("unconfigure", "atexit"),
+    }
+    for name, (first, last) in spans.items():
+        values = []
+        for stamps in workers.values():
+            if name == "w_pytest_up" and ready and first in stamps:
+                values.append(stamps[first] - ready[-1])
+            elif first in stamps and last in stamps:
+                values.append(stamps[last] - stamps[first])
+        if values:
+            points[name] = max(values)
+    if marks.get("unconfigure") and marks.get("atexit"):
+        points["ctl_cleanup"] = marks["atexit"][-1] - marks["unconfigure"][-1]
     return points
 
 
@@ -114,6 +143,7 @@ def main() -> None:
             for side, python in sides.items():
                 results[side].append(one_run(python, suite, args.n, plugin_dir))
     names = [phase for phase, _, _ in PHASES] + ["exit", "total", "cpu"]
+    names += ["w_pytest_up", "w_session", "w_cleanup", "ctl_cleanup"]
     print(f"suite {args.suite}, -n {args.n}, {args.runs} runs per side, medians in ms")
     print(f"{'phase':12}" + "".join(f"{side:>12}" for side in sides) + f"{'ratio':>8}")
     for name in names:

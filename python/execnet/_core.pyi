@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from os import PathLike
+from types import CodeType
 from typing import Any, Protocol, final
 
 __version__: str
@@ -38,6 +39,13 @@ def loads_internal(
 def _scan(data: bytes | bytearray | memoryview) -> tuple[bool, bool]:
     """Validates an internal-form payload without building objects; returns ``(channel_refs,
     needs_python_check)`` or raises what decoding would raise."""
+
+# -- compile (src/py/compile.rs) ---------------------------------------------------------------
+
+def compile_exec(source: object, filename: object, future_flags: int) -> CodeType | None:
+    """``compile(source, filename, "exec")`` as called from code with the ``__future__`` flags
+    ``future_flags``, without the builtin's one-time set-up of the ``ast`` types; None when
+    ``source`` or ``filename`` is not a ``str`` without NUL characters."""
 
 # -- rsync (src/py/rsync.rs) -------------------------------------------------------------------
 

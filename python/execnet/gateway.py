@@ -570,6 +570,9 @@ class Gateway(BaseGateway):
                 # pick up edits made to the file since it was imported
                 linecache.updatecache(file_name)
             source = inspect.getsource(source)
+        elif source is rinfo_source:
+            call_name = "rinfo_source"
+            source, file_name = _rinfo_task()
         elif isinstance(source, types.FunctionType):
             import inspect
 
@@ -577,9 +580,7 @@ class Gateway(BaseGateway):
             file_name = inspect.getsourcefile(source)
             source = _source_of_function(source)
         else:
-            import textwrap
-
-            source = textwrap.dedent(str(source))
+            source = _dedent(str(source))
 
         if not call_name and kwargs:
             raise TypeError("can't pass kwargs to non-function remote_exec")
@@ -625,6 +626,69 @@ def rinfo_source(channel):  # type: ignore[no-untyped-def]
             pid=os.getpid(),
         )
     )
+
+
+def _dedent(text: str) -> str:
+    """``textwrap.dedent(text)``, without importing ``textwrap`` when it would change nothing.
+
+    Only a line starting with a space or a tab gives ``dedent`` something to remove (a margin,
+    or a whitespace-only line); the import costs more than a first round trip.
+    """
+    if not text.startswith((" ", "\t")) and "\n " not in text and "\n\t" not in text:
+        return text
+    import textwrap
+
+    return textwrap.dedent(text)
+
+
+_rinfo_prepared: tuple[str, str | None] | None = None
+
+
+def _rinfo_task() -> tuple[str, str | None]:
+    """``rinfo_source``'s checked source and file name, made once per process.
+
+    Preparing a function (``inspect.getsource``, dedent, the parse of the purity check) costs
+    about as much as the remote round trip of ``_rinfo``, which pytest-xdist makes per worker;
+    the first time, ``inspect`` also maps every loaded module to its file. This function of
+    ours is known to be pure and unindented, so its lines are taken straight from its file:
+    the same text ``_source_of_function`` makes (tests compare them).
+    """
+    global _rinfo_prepared
+    if _rinfo_prepared is None:
+        _rinfo_prepared = _own_function_task(rinfo_source)
+    return _rinfo_prepared
+
+
+def _own_function_task(
+    function: types.FunctionType | Callable[..., Any],
+) -> tuple[str, str | None]:
+    """``(_source_of_function(function), inspect.getsourcefile(function))`` for a top-level
+    function of this package, read directly (``inspect`` when the file does not look right)."""
+    code = function.__code__
+    file_name = code.co_filename
+    try:
+        # this package's sources are UTF-8 without a coding line (linecache would import
+        # tokenize to find that out)
+        with open(file_name, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    start = code.co_firstlineno - 1
+    if (
+        file_name.endswith(".py")
+        and start < len(lines)
+        and lines[start].startswith(f"def {function.__name__}(")
+    ):
+        end = start + 1
+        # the block: indented or blank lines, without the blank ones after it
+        while end < len(lines) and (not lines[end].strip() or lines[end][:1] in (" ", "\t")):
+            end += 1
+        while not lines[end - 1].strip():
+            end -= 1
+        return "\n" * start + "".join(lines[start:end]), file_name
+    import inspect
+
+    return _source_of_function(function), inspect.getsourcefile(function)
 
 
 def _find_non_builtin_globals(source: str, codeobj: types.CodeType) -> list[str]:

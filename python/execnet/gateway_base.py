@@ -1855,7 +1855,7 @@ class WorkerGateway(BaseGateway):
             self._trace(f"execution starts[{channel.id}]: {repr(source)[:50]}")
             channel._executing = True
             try:
-                co = compile(source + "\n", file_name or "<remote exec>", "exec")
+                co = _compile_exec(source + "\n", file_name or "<remote exec>")
                 exec(co, loc)
                 if call_name:
                     self._trace("calling %s(**%60r)" % (call_name, kwargs))
@@ -1888,6 +1888,27 @@ class WorkerGateway(BaseGateway):
 
 def _nothing() -> None:
     pass
+
+
+#: The ``__future__`` flags of this module (``annotations``), which ``compile()`` called here
+#: hands on to the code it compiles (``PyCF_MASK`` of the code flags).
+_FUTURE_FLAGS = _nothing.__code__.co_flags & 0x1FE0000
+
+
+def _compile_exec(source: str, filename: str) -> Any:
+    """``compile(source, filename, "exec")``, by the native module when it is loaded.
+
+    The builtin's first call in a process sets up the ``ast`` types (about 1.5 ms), which would
+    delay a new worker's first answer; the native call compiles the same code with the same
+    flags and errors.
+    """
+    core = _core
+    native = getattr(core, "compile_exec", None) if core is not None else None
+    if native is not None:
+        code = native(source, filename, _FUTURE_FLAGS)
+        if code is not None:
+            return code
+    return compile(source, filename, "exec")
 
 
 def serve(io: IO, id: str) -> None:

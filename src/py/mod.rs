@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 pub mod codec;
+pub mod compile;
 pub mod mux;
 pub mod rsync;
 
@@ -17,6 +18,9 @@ pub mod _core {
 
     #[pymodule_export]
     use super::rsync::{file_payload, file_payloads, md5_file, md5_files, walk_tree, TreeWalkPy};
+
+    #[pymodule_export]
+    use super::compile::compile_exec;
 
     #[pymodule_export]
     use super::mux::{ChannelQueuePy, MuxPy};
