@@ -352,3 +352,23 @@ def test_raising_routed_callback_closes_with_error_and_keeps_the_gateway(gw: Gat
     assert gw._mux.stats()["frames_called_back"] >= 1
     # the gateway still works
     assert gw.remote_exec("channel.send(42)").receive(TIMEOUT) == 42
+
+
+def test_join_inside_a_callback_returns_at_once(gw: Gateway) -> None:
+    # the callback runs in the reader thread, possibly before any frame went through dispatch
+    results: list[Any] = []
+    done = threading.Event()
+
+    def callback(item: Any) -> None:
+        try:
+            gw.join(timeout=5)
+            results.append(("joined", item))
+        except BaseException as exc:
+            results.append(("error", repr(exc)))
+        done.set()
+
+    ch = gw.newchannel()
+    ch.setcallback(callback)
+    gw.remote_exec(f"channel.gateway._channelfactory.new({ch.id}).send(7)")
+    assert done.wait(TIMEOUT)
+    assert results == [("joined", 7)]

@@ -1750,12 +1750,13 @@ class BaseGateway:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the receiver thread to finish (returns on timeout too)."""
-        current = self.execmodel.get_ident()
-        if self._receiver_ident == current:
+        mux = self._mux
+        # (with a mux, callbacks may run in its reader before any dispatch set _receiver_ident)
+        in_receiver = mux.in_reader_thread() if mux is not None else False
+        if in_receiver or self._receiver_ident == self.execmodel.get_ident():
             self._trace("join() called from receiver thread, not waiting")
             return
         self._trace("waiting for receiver thread to finish")
-        mux = self._mux
         if mux is not None:
             mux.join(timeout)
             return
