@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import os
 import sys
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]
 from _weakref import ref as _weakref
 from _weakrefset import WeakSet
 from io import BytesIO
@@ -1342,8 +1343,10 @@ class _ChannelMap:
 
         def remove(wr: _KeyedRef) -> None:
             map = selfref()
-            if map is not None and map.data.get(wr.key) is wr:
-                del map.data[wr.key]
+            if map is not None:
+                # atomic, and only if the entry is still a dead reference: a channel made
+                # meanwhile for the same id (an incoming reference) keeps its entry
+                _remove_dead_weakref(map.data, wr.key)
 
         self._remove = remove
 
