@@ -191,8 +191,9 @@ def test_connection_refused(group: Group) -> None:
 
 
 def test_python_with_socket_is_an_assertion(group: Group) -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as excinfo:
         group.makegateway("socket=127.0.0.1:1//python=python3")
+    assert str(excinfo.value) == "socket: specifying python executables not yet supported"
 
 
 def test_socket_worker_dies_gives_eoferror(group: Group, server: Server) -> None:

@@ -98,7 +98,7 @@ def start_via(gateway: Any, hostport: tuple[str, int] | None = None) -> tuple[st
 
 def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
     """Connect to the socket server named by ``spec`` (``socket=host:port`` or ``installvia=``)."""
-    assert not spec.python, "socket: specifying python executables not supported"
+    assert not spec.python, "socket: specifying python executables not yet supported"
     gateway_id = spec.installvia
     if gateway_id:
         host, port = start_via(group[gateway_id])
