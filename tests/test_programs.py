@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
+import _sshd
 from _upstream import ensure_upstream, upstream_env
 
 pytestmark = [pytest.mark.upstream]
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-NAMES = sorted(p.stem for p in PROGRAMS.glob("prog_*.py"))
+#: Programs that need the loopback sshd run in their own test.
+SSH_NAMES = ["prog_ssh"]
+NAMES = sorted(p.stem for p in PROGRAMS.glob("prog_*.py") if p.stem not in SSH_NAMES)
 
 #: Deliberate differences (docs/compatibility.md): (program, pattern in upstream's normalised
 #: output, what this package prints instead).
@@ -77,8 +80,9 @@ def normalise(text: str) -> str:
     return text
 
 
-def _start(name: str, upstream: bool, cwd: str) -> subprocess.Popen[str]:
+def _start(name: str, upstream: bool, cwd: str, extra_env: dict[str, str]) -> subprocess.Popen[str]:
     env = upstream_env() if upstream else dict(os.environ)
+    env.update(extra_env)
     if not upstream:
         env.pop("PYTHONPATH", None)
     env["PROGRAMS_EXPECT"] = "upstream" if upstream else "ours"
@@ -93,12 +97,15 @@ def _start(name: str, upstream: bool, cwd: str) -> subprocess.Popen[str]:
     )
 
 
-def run_both(name: str) -> dict[str, tuple[int, str, str]]:
+def run_both(name: str, extra_env: dict[str, str] | None = None) -> dict[str, tuple[int, str, str]]:
     """Runs program ``name`` under both implementations at once: (exit code, stdout, stderr)."""
     ensure_upstream()
     results = {}
     with tempfile.TemporaryDirectory() as cwd:
-        procs = {side: _start(name, side == "upstream", cwd) for side in ("upstream", "ours")}
+        procs = {
+            side: _start(name, side == "upstream", cwd, extra_env or {})
+            for side in ("upstream", "ours")
+        }
         for side, proc in procs.items():
             try:
                 out, err = proc.communicate(timeout=60)
@@ -113,7 +120,18 @@ def run_both(name: str) -> dict[str, tuple[int, str, str]]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_program_behaves_like_upstream(name: str) -> None:
-    results = run_both(name)
+    compare(name, run_both(name))
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("name", SSH_NAMES)
+def test_ssh_program_behaves_like_upstream(name: str, sshd: _sshd.Sshd) -> None:
+    bad = f"ssh={sshd.bad_ssh}//python={sshd.python}"
+    compare(name, run_both(name, {"PROGRAMS_SSH": sshd.spec, "PROGRAMS_SSH_BAD": bad}))
+
+
+def compare(name: str, results: dict[str, tuple[int, str, str]]) -> None:
+    """Asserts that both runs of ``name`` are equal once :data:`KNOWN` differences are mapped."""
     up_code, up_out, up_err = results["upstream"]
     code, out, err = results["ours"]
     assert up_code == 0, f"{name} failed under upstream:\n{up_err}"
