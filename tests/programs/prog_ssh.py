@@ -37,12 +37,6 @@ rs.send()
 show("rsync", tree(dst))
 
 gw2 = group.makegateway(spec + "//chdir=" + dst + "//env:FROM_SPEC=yes")
-show(
-    "options",
-    gw2.remote_exec(
-        "import os; channel.send((os.getcwd() == channel.receive(), os.environ.get('FROM_SPEC')))"
-    ).send(dst),
-)
 ch = gw2.remote_exec(
     "import os; channel.send((os.getcwd() == channel.receive(), os.environ.get('FROM_SPEC')))"
 )
