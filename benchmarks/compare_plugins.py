@@ -237,6 +237,12 @@ SCENARIOS = [
     Scenario("dist-worksteal", ["-n", "2", "--dist", "worksteal", *MAIN]),
     Scenario("dist-each", ["-n", "2", "--dist", "each", *MAIN]),
     Scenario("tx-popen", ["--tx", "2*popen", "--dist", "load", *MAIN]),
+    # python= makes execnet ship its gateway_base source (the exec bootstrap).
+    Scenario("tx-python", ["--tx", "2*popen//python={python}", "--dist", "load", *MAIN]),
+    Scenario(
+        "tx-python-crash",
+        ["--tx", "popen//python={python}", "--dist", "load", "extra/test_crash.py"],
+    ),
     Scenario(
         "rsyncdir",
         ["--tx", "popen//chdir=../remote", "--rsyncdir", "mypkg", "--rsyncdir", ".", *MAIN],
@@ -375,8 +381,9 @@ def run_scenario(python: str, scenario: Scenario, work: Path) -> Result:
     for pre in scenario.pre:
         subprocess.run([*cmd, *pre], cwd=project, env=env, capture_output=True, timeout=300)
         (work / "flaky-ran").unlink(missing_ok=True)
+    args = [arg.replace("{python}", python) for arg in scenario.args]
     proc = subprocess.run(
-        [*cmd, *scenario.args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        [*cmd, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
     out = normalise(proc.stdout + "\n--- stderr ---\n" + proc.stderr, project, python)
     lines = out.splitlines()
