@@ -1,13 +1,13 @@
 """Real execnet programs run side by side under this package and under upstream execnet 2.1.2.
 
 Each ``tests/programs/prog_*.py`` is a small program in the style of execnet's documentation
-(remote system info, a remote ``os.listdir``, channels over channels, ``makefile``, groups and
-``MultiChannel``, ``remote_status``, ``RSync``, remote errors and timeouts, the serializer, bad
-specs, ``EXECNET_DEBUG``). It prints what its user would observe. Both runs happen at the same
-time in fresh interpreters that differ only in the ``execnet`` they import; their exit codes,
-standard output and standard error must be equal after :func:`normalise`, which removes what
-legitimately differs (paths, line numbers, execnet's own traceback frames) and the differences
-that docs/compatibility.md lists as deliberate (:data:`KNOWN`).
+that prints what its user would observe (values, exception types and texts, callback order).
+Both runs happen at the same time in fresh interpreters that differ only in the ``execnet`` they
+import (``PROGRAMS_EXPECT`` makes a program check which one it got); their exit codes, standard
+output and standard error must be equal after :func:`normalise`, which removes what
+legitimately differs (addresses, pids, line numbers, execnet's own traceback frames), and after
+mapping the deliberate differences of docs/compatibility.md that a program reaches
+(:data:`KNOWN`). ``prog_ssh`` runs against the loopback sshd of ``conftest.py``.
 """
 
 from __future__ import annotations
