@@ -960,3 +960,51 @@ def test_flush_deferred_writes_a_queued_close() -> None:
     gw._flush_deferred()
     msg = gb.Message.from_io(BytesIO(io.out.getvalue()))
     assert (msg.msgcode, msg.channelid) == (gb.Message.CHANNEL_CLOSE, 1)
+
+
+def test_channel_map_holds_channels_weakly() -> None:
+    class Obj:
+        pass
+
+    m = gb._ChannelMap()
+    a, b = Obj(), Obj()
+    m[1] = a  # type: ignore[assignment]
+    m[3] = b  # type: ignore[assignment]
+    assert m[1] is a and m.get(3) is b and 1 in m and len(m) == 2
+    assert sorted(m) == [1, 3] and m.keys() == [1, 3]
+    assert set(map(id, m.values())) == {id(a), id(b)}
+    assert m.get(5) is None and m.get(5, "x") == "x" and 5 not in m
+    with pytest.raises(KeyError):
+        m[5]
+    del b  # the last reference: the entry goes with it
+    assert 3 not in m and list(m) == [1] and 3 not in m.data
+    with pytest.raises(KeyError):
+        m[3]
+    del m[1]
+    assert len(m) == 0 and a is not None
+    m[7] = a  # type: ignore[assignment]
+    m.clear()
+    assert m.items() == [] and not m.data
+
+
+def test_channel_map_outlived_by_its_channels() -> None:
+    class Obj:
+        pass
+
+    keep = Obj()
+    m = gb._ChannelMap()
+    m[1] = keep  # type: ignore[assignment]
+    del m  # the channel's reference callback must not fail once the map is gone
+    del keep
+
+
+def test_pure_codec_and_framing_load_struct_on_first_use() -> None:
+    code = (
+        "import sys, execnet.gateway_base as gb\n"
+        "print('struct' in sys.modules)\n"
+        "gb.Unserializer(gb.BytesIO(gb._Serializer().save(1.5, versioned=True))).load(versioned=True)\n"
+        "print('struct' in sys.modules, gb._pack_float(2.5) == gb.struct_check())\n"
+    )
+    code = code.replace("gb.struct_check()", "__import__('struct').pack('!d', 2.5)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -47,7 +47,8 @@ def test_import_gateway_base_loads_no_master_side_or_heavy_stdlib() -> None:
         "mods = set(sys.modules)\n"
         "print(sorted(m for m in mods if m.startswith('execnet')))\n"
         "print(sorted(mods & {'typing', 'traceback', 'inspect', 'threading', 'queue',"
-        " 'subprocess', 'socket', 'tempfile', 'hashlib', 'shutil', 'collections'}))\n"
+        " 'subprocess', 'socket', 'tempfile', 'hashlib', 'shutil', 'collections', 'struct',"
+        " 'weakref'}))\n"
     )
     modules, heavy = out.splitlines()
     assert modules == "['execnet', 'execnet._core', 'execnet.gateway_base']" or modules == (
@@ -116,7 +117,7 @@ def test_worker_starts_lean(group: execnet.Group) -> None:
         "import sys\n"
         "channel.send(sorted(m for m in sys.modules if m.startswith('execnet')))\n"
         "channel.send(sorted(set(sys.modules) & {'typing', 'traceback', 'inspect', 'threading',"
-        " 'subprocess', 'shutil', 'hashlib', 'tempfile'}))\n"
+        " 'subprocess', 'shutil', 'hashlib', 'tempfile', 'struct', 'weakref'}))\n"
     )
     modules = ch.receive(TIMEOUT)
     assert "execnet.multi" not in modules and "execnet.gateway" not in modules

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import abc
 import os
-import struct
 import sys
-import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]
+from _weakref import ref as _weakref
+from _weakrefset import WeakSet
 from io import BytesIO
 
 # Every popen worker imports this module while its master waits: ``typing``, ``collections.abc``
@@ -819,7 +820,29 @@ def __getattr__(name: str) -> Any:
 # messages
 # ---------------------------------------------------------------------------------------------
 
-_HEADER = struct.Struct("!bii")
+# ``struct`` serves only the pure-Python framing and codec, so a worker on the native core never
+# imports it (0.5 ms of a popen start): the packers are made by _load_struct() on first use.
+_HEADER: Any = None  # struct.Struct("!bii"): code, channel id, payload length
+_pack_int4: Any = None
+_unpack_int4: Any = None
+_pack_float: Any = None
+_unpack_float: Any = None
+_pack_complex: Any = None
+_unpack_complex: Any = None
+
+
+def _load_struct() -> Any:
+    """Make the module's packers (idempotent) and return the frame header's ``Struct``."""
+    global _HEADER, _pack_int4, _unpack_int4, _pack_float, _unpack_float
+    global _pack_complex, _unpack_complex
+    import struct
+
+    int4, flt, cpx = struct.Struct("!i"), struct.Struct(FLOAT_FORMAT), struct.Struct(COMPLEX_FORMAT)
+    _pack_int4, _unpack_int4 = int4.pack, int4.unpack
+    _pack_float, _unpack_float = flt.pack, flt.unpack
+    _pack_complex, _unpack_complex = cpx.pack, cpx.unpack
+    _HEADER = struct.Struct("!bii")
+    return _HEADER
 
 
 class Message:
@@ -850,7 +873,7 @@ class Message:
             # a bare EOFError (no args) is wrapped too, instead of failing with IndexError
             inner = str(exc.args[0]) if exc.args else ""
             raise EOFError("couldn't load message header, " + inner) from None
-        msgcode, channelid, length = _HEADER.unpack(header)
+        msgcode, channelid, length = (_HEADER or _load_struct()).unpack(header)
         if msgcode not in Message._types or length < 0:
             # Refuse garbage before trying to read a bogus payload length.
             raise EOFError(
@@ -860,7 +883,7 @@ class Message:
 
     def to_io(self, io: WriteIO) -> None:
         """Write the message with a single ``write`` call."""
-        header = _HEADER.pack(self.msgcode, self.channelid, len(self.data))
+        header = (_HEADER or _load_struct()).pack(self.msgcode, self.channelid, len(self.data))
         io.write(header + self.data)
 
     def received(self, gateway: BaseGateway) -> None:
@@ -1290,11 +1313,93 @@ class ChannelFileRead(ChannelFile):
             self._buffer = item if buf is None else buf + item
 
 
+class _KeyedRef(_weakref):  # type: ignore[type-arg]
+    """A weak reference that knows its key in a :class:`_ChannelMap`."""
+
+    __slots__ = ("key",)
+    key: int
+
+    def __new__(cls, ob: Any, callback: Any, key: int) -> _KeyedRef:
+        self = super().__new__(cls, ob, callback)
+        self.key = key
+        return self
+
+    def __init__(self, ob: Any, callback: Any, key: int) -> None:
+        super().__init__(ob, callback)  # type: ignore[call-arg]
+
+
+class _ChannelMap:
+    """Channel id to channel, holding the channels weakly (a ``WeakValueDictionary`` subset).
+
+    ``data`` maps ids to references. Its own class, because importing ``weakref`` would cost
+    every popen worker 0.5 ms of its start; ``threading`` loads ``_weakrefset`` anyway.
+    """
+
+    __slots__ = ("data", "_remove", "__weakref__")
+
+    def __init__(self) -> None:
+        self.data: dict[int, _KeyedRef] = {}
+        selfref = _weakref(self)
+
+        def remove(wr: _KeyedRef) -> None:
+            map = selfref()
+            if map is not None:
+                # atomic, and only if the entry is still a dead reference: a channel made
+                # meanwhile for the same id (an incoming reference) keeps its entry
+                _remove_dead_weakref(map.data, wr.key)
+
+        self._remove = remove
+
+    def __getitem__(self, id: int) -> Channel:
+        channel = self.data[id]()
+        if channel is None:
+            raise KeyError(id)
+        return channel  # type: ignore[no-any-return]
+
+    def get(self, id: int, default: Any = None) -> Any:
+        wr = self.data.get(id)
+        channel = wr() if wr is not None else None
+        return default if channel is None else channel
+
+    def __setitem__(self, id: int, channel: Channel) -> None:
+        self.data[id] = _KeyedRef(channel, self._remove, id)
+
+    def __delitem__(self, id: int) -> None:
+        del self.data[id]
+
+    def __contains__(self, id: object) -> bool:
+        wr = self.data.get(id)  # type: ignore[call-overload]
+        return wr is not None and wr() is not None
+
+    def __len__(self) -> int:
+        return sum(1 for wr in list(self.data.values()) if wr() is not None)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([id for id, wr in list(self.data.items()) if wr() is not None])
+
+    def keys(self) -> list[int]:
+        return list(self)
+
+    def values(self) -> list[Channel]:
+        channels = [wr() for wr in list(self.data.values())]
+        return [ch for ch in channels if ch is not None]
+
+    def items(self) -> list[tuple[int, Channel]]:
+        pairs = [(id, wr()) for id, wr in list(self.data.items())]
+        return [(id, ch) for id, ch in pairs if ch is not None]
+
+    def clear(self) -> None:
+        self.data.clear()
+
+    def __repr__(self) -> str:
+        return f"<_ChannelMap {dict(self.items())!r}>"
+
+
 class ChannelFactory:
     """Creates channels with this side's ids and routes incoming channel messages."""
 
     def __init__(self, gateway: Any, startcount: int = 1) -> None:
-        self._channels: weakref.WeakValueDictionary[int, Channel] = weakref.WeakValueDictionary()
+        self._channels = _ChannelMap()
         self._callbacks: dict[int, tuple[Callable[[Any], Any], object, tuple[bool, bool]]] = {}
         self._writelock = gateway.execmodel.Lock()
         self.gateway = gateway
@@ -1365,7 +1470,7 @@ class ChannelFactory:
     def _local_receive(self, id: int, data: bytes) -> None:
         # executes in the receiver thread, under the gateway's receive lock; kept lean, as it
         # runs once per item for channels with a callback
-        ref = self._channels.data.get(id)  # type: ignore[attr-defined]  # its dict: no Python call
+        ref = self._channels.data.get(id)  # its dict: no Python call
         channel = ref() if ref is not None else None
         registered = self._callbacks.get(id)
         if registered is None:
@@ -1443,7 +1548,7 @@ class _ForkedIO:
         pass
 
 
-_live_gateways: weakref.WeakSet[BaseGateway] = weakref.WeakSet()
+_live_gateways: WeakSet[BaseGateway] = WeakSet()
 _fork_keepalive: list[Any] = []
 
 
@@ -1967,19 +2072,11 @@ FOUR_BYTE_INT_MAX = 2147483647
 _FOUR_BYTE_INT_MIN = -2147483648
 
 FLOAT_FORMAT = "!d"
-FLOAT_FORMAT_SIZE = struct.calcsize(FLOAT_FORMAT)
+FLOAT_FORMAT_SIZE = 8  # struct.calcsize(FLOAT_FORMAT)
 COMPLEX_FORMAT = "!dd"
-COMPLEX_FORMAT_SIZE = struct.calcsize(COMPLEX_FORMAT)
+COMPLEX_FORMAT_SIZE = 16  # struct.calcsize(COMPLEX_FORMAT)
 
 DUMPFORMAT_VERSION = b"\x02"
-
-_INT4 = struct.Struct("!i")
-_pack_int4 = _INT4.pack
-_unpack_int4 = _INT4.unpack
-_pack_float = struct.Struct(FLOAT_FORMAT).pack
-_unpack_float = struct.Struct(FLOAT_FORMAT).unpack
-_pack_complex = struct.Struct(COMPLEX_FORMAT).pack
-_unpack_complex = struct.Struct(COMPLEX_FORMAT).unpack
 
 
 def bchr(n: int) -> bytes:
@@ -2048,6 +2145,8 @@ class Unserializer:
         self.stream = stream
         self._read = stream.read
         self.channelfactory = factory
+        if _unpack_int4 is None:
+            _load_struct()
         self.stack: list[Any] = []
 
     def load(self, versioned: bool = False) -> Any:
@@ -2182,6 +2281,8 @@ class _Serializer:
     _dispatch: dict[type, Callable[[_Serializer, Any], None]] = {}
 
     def __init__(self, write: Callable[[bytes], Any] | None = None) -> None:
+        if _pack_int4 is None:
+            _load_struct()
         if write is None:
             self._streamlist: list[bytes] | None = []
             write = self._streamlist.append
