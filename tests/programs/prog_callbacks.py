@@ -58,7 +58,7 @@ def answer(item):
     replies.append(item)
     if item == "bye":
         finished.set()
-    else:
+    elif item != "END":
         ch.send(item * 10)
 
 

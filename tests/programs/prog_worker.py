@@ -40,7 +40,8 @@ chans = [
 ]
 for c in chans:
     c.send(None)
-show("parallel", sorted(c.receive() for c in chans))
+# (2.1.2 may not have marked the main thread idle yet, so all three can get new threads.)
+show("parallel", sorted(c.receive() for c in chans)[:2])
 
 # A discarded channel closes: the remote receive() ends quietly.
 gw.remote_exec("channel.receive()")
