@@ -103,7 +103,11 @@ def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
     if gateway_id:
         host, port = start_via(group[gateway_id])
     else:
-        host, _, portstr = str(spec.socket).rpartition(":")
+        address = spec.socket
+        if isinstance(address, str) and address.startswith("["):  # socket=[::1]:8888
+            host, _, portstr = address.rpartition(":")
+        else:
+            host, portstr = address.split(":")  # execnet's errors for other forms
         port = int(portstr)
     socket = execmodel.socket
     family = socket.AF_INET
