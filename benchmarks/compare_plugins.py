@@ -32,6 +32,7 @@ import sys
 import tempfile
 import textwrap
 import venv
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,6 +240,12 @@ SCENARIOS = [
     Scenario("tx-popen", ["--tx", "2*popen", "--dist", "load", *MAIN]),
     # python= makes execnet ship its gateway_base source (the exec bootstrap).
     Scenario("tx-python", ["--tx", "2*popen//python={python}", "--dist", "load", *MAIN]),
+    # ssh gateways to a loopback sshd (tests/_sshd.py; skipped without /usr/sbin/sshd), with
+    # the project rsynced to the remote side.
+    Scenario(
+        "tx-ssh",
+        ["--tx", "2*{ssh}", "--dist", "load", "--rsyncdir", "{project}", "{project}/test_basic.py"],
+    ),
     Scenario(
         "tx-python-crash",
         ["--tx", "popen//python={python}", "--dist", "load", "extra/test_crash.py"],
@@ -336,6 +343,8 @@ _NORMALISE = [
 def normalise(text: str, project: Path, python: str) -> str:
     """Removes what legitimately differs between two runs (paths, timings, pids, seeds)."""
     text = text.replace(str(project), "<PROJECT>")
+    text = re.sub(r"ssh=[^/]*//python=\S+", "<SSH>", text)
+    text = re.sub(r"Warning: Permanently added .*\n", "", text)
     text = text.replace(str(Path(python).parent.parent), "<VENV>")
     text = re.sub(r"/[\w./+-]*/site-packages", "<SITE>", text)
     text = re.sub(r"/[\w./+-]*/wt/\w+/python", "<SITE>", text)
@@ -365,8 +374,12 @@ class Result:
     output: str
 
 
-def run_scenario(python: str, scenario: Scenario, work: Path) -> Result:
-    """Runs ``scenario`` with ``python`` in a fresh copy of the project."""
+def run_scenario(python: str, scenario: Scenario, work: Path, ssh: str = "") -> Result:
+    """Runs ``scenario`` with ``python`` in a fresh copy of the project.
+
+    ``{python}``, ``{project}`` and ``{ssh}`` (an ssh gateway spec running ``python``) in the
+    arguments are replaced.
+    """
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -382,7 +395,10 @@ def run_scenario(python: str, scenario: Scenario, work: Path) -> Result:
     for pre in scenario.pre:
         subprocess.run([*cmd, *pre], cwd=project, env=env, capture_output=True, timeout=300)
         (work / "flaky-ran").unlink(missing_ok=True)
-    args = [arg.replace("{python}", python) for arg in scenario.args]
+    args = [
+        arg.replace("{python}", python).replace("{project}", str(project)).replace("{ssh}", ssh)
+        for arg in scenario.args
+    ]
     proc = subprocess.run(
         [*cmd, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
@@ -467,12 +483,24 @@ def main() -> int:
             print("  wrong execnet in this environment", file=sys.stderr)
             return 2
     failed = 0
-    with tempfile.TemporaryDirectory(prefix="compare-plugins-") as tmp:
-        for scenario in SCENARIOS:
-            if ns.k and ns.k not in scenario.name:
-                continue
-            up = run_scenario(up_py, scenario, Path(tmp) / "upst")
-            ours = run_scenario(ours_py, scenario, Path(tmp) / "ours")
+    selected = [sc for sc in SCENARIOS if not ns.k or ns.k in sc.name]
+    with tempfile.TemporaryDirectory(prefix="compare-plugins-") as tmp, ExitStack() as stack:
+        ssh = {up_py: "", ours_py: ""}
+        if any("{ssh}" in arg for sc in selected for arg in sc.args):
+            sys.path.insert(0, str(REPO / "tests"))
+            import _sshd
+
+            reason = _sshd.available()
+            if reason is None:
+                for py in ssh:
+                    server = stack.enter_context(_sshd.running(Path(tempfile.mkdtemp()), py))
+                    ssh[py] = f"ssh={server.ssh}//python={server.python}"
+            else:
+                print(f"ssh scenarios skipped: {reason}")
+                selected = [sc for sc in selected if not any("{ssh}" in a for a in sc.args)]
+        for scenario in selected:
+            up = run_scenario(up_py, scenario, Path(tmp) / "upst", ssh[up_py])
+            ours = run_scenario(ours_py, scenario, Path(tmp) / "ours", ssh[ours_py])
             diffs = compare(scenario.name, up, ours, scenario)
             verdict = "same" if not diffs else "DIFFERENT"
             print(f"{scenario.name:20} exit {up.code}/{ours.code}  {verdict}  | {up.summary}")
