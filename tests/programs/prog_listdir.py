@@ -40,6 +40,7 @@ except execnet.RemoteError as exc:
     text = exc.formatted.replace(root, "<ROOT>")
     show("RemoteError", text.startswith("Traceback (most recent call last):"))
     show("last line", text.rstrip().splitlines()[-1])
+    show("user frames", [ln.strip() for ln in text.splitlines() if "prog_listdir.py" in ln])
     show(
         "args", exc.args, str(exc) == exc.formatted, repr(exc).startswith("RemoteError: Traceback")
     )
