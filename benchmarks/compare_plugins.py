@@ -9,9 +9,11 @@ each scenario it compares, after normalising timings, paths, pids and seeds:
 * the final summary line (the outcome counts);
 * the set of ``-rA`` short-summary lines (test id and outcome);
 * key lines (crashed/replaced workers, timeouts, reruns, coverage totals, errors);
-* the files the run leaves behind (coverage data files).
+* the files the run leaves behind (coverage data files, junit xml);
+* every other line as a set (progress characters stripped), minus a scenario's ``ignore``.
 
-Scenarios whose outcome depends on scheduling (``-x``/``--maxfail`` with several workers) compare
+The ``tx-ssh`` scenario starts a loopback sshd per interpreter (``tests/_sshd.py``) and is
+skipped without ``/usr/sbin/sshd``. Scenarios whose outcome depends on scheduling (``-x``/``--maxfail`` with several workers) compare
 only what is deterministic. Not part of the test run: it needs pytest-cov, pytest-timeout,
 pytest-rerunfailures, pytest-randomly, pytest-repeat and pytest-forked. Usage::
 
