@@ -109,8 +109,10 @@ def test_attributes_and_options(gw: Any, src: Path, dst: Path) -> None:
     assert rsync._receivequeue.empty()
     with pytest.raises(AssertionError):
         RSync(src, callback=42)  # type: ignore[arg-type]
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as excinfo:
         rsync.add_target(gw, dst, bogus=True)
+    assert excinfo.value.args == ()
+    assert gw.remote_status().numchannels == 0
 
 
 def test_two_targets_with_and_without_delete(gw: Any, gw2: Any, src: Path, tmp_path: Path) -> None:

@@ -190,9 +190,34 @@ def test_connection_refused(group: Group) -> None:
         group.makegateway(f"socket=127.0.0.1:{free_port()}")
 
 
+@pytest.mark.parametrize(
+    ("spec", "error", "text"),
+    [
+        # execnet 2.1.2's errors for these specs (checked against it)
+        ("socket", AttributeError, "'bool' object has no attribute 'split'"),
+        ("socket=localhost", ValueError, "not enough values to unpack (expected 2, got 1)"),
+        ("socket=a:b:c", ValueError, "too many values to unpack (expected 2)"),
+        ("socket=127.0.0.1:", ValueError, "invalid literal for int() with base 10: ''"),
+    ],
+)
+def test_malformed_socket_address(group: Group, spec: str, error: type, text: str) -> None:
+    with pytest.raises(error) as excinfo:
+        group.makegateway(spec)
+    assert str(excinfo.value) == text
+    assert not group
+
+
+def test_ipv6_socket_address(group: Group) -> None:
+    # parsed as [host]:port (2.1.2 raised ValueError); connecting is refused, or fails where
+    # the machine has no IPv6 loopback
+    with pytest.raises(OSError):
+        group.makegateway(f"socket=[::1]:{free_port()}")
+
+
 def test_python_with_socket_is_an_assertion(group: Group) -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as excinfo:
         group.makegateway("socket=127.0.0.1:1//python=python3")
+    assert str(excinfo.value) == "socket: specifying python executables not yet supported"
 
 
 def test_socket_worker_dies_gives_eoferror(group: Group, server: Server) -> None:

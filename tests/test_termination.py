@@ -226,6 +226,16 @@ def test_non_python_program_gives_a_dead_gateway(group: Group) -> None:
     assert "connection already closed" in str(excinfo.value)
 
 
+@pytest.mark.parametrize("program", ["echo", "printf 0"])
+def test_program_answering_something_else_is_an_assertion(group: Group, program: str) -> None:
+    # The program exits without reading the bootstrap (larger than a pipe buffer here), but
+    # what it printed decides, as with 2.1.2, whose smaller bootstrap fits in the pipe.
+    with pytest.raises(AssertionError) as excinfo:
+        group.makegateway(f"popen//python={program}")
+    assert excinfo.value.args == ()
+    group.terminate(5)
+
+
 def test_remote_killed_gives_eoferror(group: Group) -> None:
     gw = group.makegateway("popen")
     pid = gw.remote_exec("import os; channel.send(os.getpid())").receive()

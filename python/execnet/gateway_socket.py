@@ -98,12 +98,16 @@ def start_via(gateway: Any, hostport: tuple[str, int] | None = None) -> tuple[st
 
 def create_io(spec: Any, group: Any, execmodel: Any) -> SocketIO:
     """Connect to the socket server named by ``spec`` (``socket=host:port`` or ``installvia=``)."""
-    assert not spec.python, "socket: specifying python executables not supported"
+    assert not spec.python, "socket: specifying python executables not yet supported"
     gateway_id = spec.installvia
     if gateway_id:
         host, port = start_via(group[gateway_id])
     else:
-        host, _, portstr = str(spec.socket).rpartition(":")
+        address = spec.socket
+        if isinstance(address, str) and address.startswith("["):  # socket=[::1]:8888
+            host, _, portstr = address.rpartition(":")
+        else:
+            host, portstr = address.split(":")  # execnet's errors for other forms
         port = int(portstr)
     socket = execmodel.socket
     family = socket.AF_INET

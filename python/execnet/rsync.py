@@ -178,7 +178,7 @@ class RSync:
         With ``delete=True`` the target loses every entry that the source does not have.
         """
         for name in options:
-            assert name in ("delete",), name
+            assert name in ("delete",)
         channel = gateway.remote_exec(rsync_remote)
         channel.reconfigure(py2str_as_py3str=False, py3str_as_py2str=False)
         channel.send((str(destdir), options))
