@@ -262,23 +262,40 @@ impl<V> Entries<V> {
     }
 }
 
+/// The input and the part of it not read yet. Reads split the rest (one length check each).
 struct Reader<'a> {
     data: &'a [u8],
-    pos: usize,
+    rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    #[inline]
+    /// The position of the next byte in the input.
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        // `rest` is a suffix of `data`.
+        self.data.len().wrapping_sub(self.rest.len())
+    }
+
+    /// The next byte, not consumed.
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    /// Consumes one byte (the one [`Reader::peek`] saw).
+    #[inline(always)]
+    fn bump(&mut self) {
+        if let Some((_, rest)) = self.rest.split_first() {
+            self.rest = rest;
+        }
+    }
+
+    #[inline(always)]
     fn fixed<const N: usize>(&mut self, offset: usize, opcode: u8) -> Result<[u8; N], DecodeError> {
-        let end = self.pos.saturating_add(N);
-        match self
-            .data
-            .get(self.pos..end)
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-        {
-            Some(bytes) => {
-                self.pos = end;
-                Ok(bytes)
+        match self.rest.split_first_chunk::<N>() {
+            Some((bytes, rest)) => {
+                self.rest = rest;
+                Ok(*bytes)
             }
             None => Err(DecodeError::Truncated {
                 offset,
@@ -288,26 +305,28 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn int4(&mut self, offset: usize, opcode: u8) -> Result<i32, DecodeError> {
         self.fixed::<4>(offset, opcode).map(i32::from_be_bytes)
     }
 
+    #[inline(always)]
     fn float(&mut self, offset: usize, opcode: u8) -> Result<f64, DecodeError> {
         self.fixed::<8>(offset, opcode).map(f64::from_be_bytes)
     }
 
     /// Up to `len` bytes; a negative length means "the rest" (byte-stream `read(-n)`).
-    #[inline]
+    #[inline(always)]
     fn chunk(&mut self, len: i32) -> &'a [u8] {
-        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let rest = self.rest;
         let take = usize::try_from(len).map_or(rest.len(), |n| n.min(rest.len()));
-        self.pos += take;
-        rest.get(..take).unwrap_or_default()
+        let (chunk, rest) = rest.split_at_checked(take).unwrap_or((rest, &[]));
+        self.rest = rest;
+        chunk
     }
 
     fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
+        self.rest.len()
     }
 }
 
@@ -485,6 +504,55 @@ fn put_index<B: Builder>(
     }
 }
 
+/// `SETITEM` in the encoder's shapes, without pending lists: a complete value stored into a
+/// dict under a hashable key, or into a list's next slot. `false`, with nothing done, for
+/// everything else (the general [`set_item`] then runs).
+#[inline(always)]
+fn set_item_fast<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    offset: usize,
+) -> Result<bool, B::Error> {
+    let [.., target, key, value] = stack.as_slice() else {
+        return Ok(false);
+    };
+    let value_done = value.value.is_some()
+        && (value.meta & LIST_FLAG == 0 || value.aux >= list_len(value.meta));
+    if !value_done {
+        return Ok(false);
+    }
+    let into_dict = target.meta & DICT_FLAG != 0
+        && key.value.is_some()
+        && key.meta & LIST_FLAG == 0
+        && key.meta & DEPTH_MASK <= MAX_HASH_DEPTH;
+    let into_next_slot = !into_dict
+        && key.value.is_none()
+        && key.meta & INT_FLAG != 0
+        && target.meta & LIST_FLAG != 0
+        && target.aux == key.aux
+        && target.aux < list_len(target.meta);
+    if !(into_dict || into_next_slot) {
+        return Ok(false);
+    }
+    let (Some(value), Some(key)) = (stack.pop(), stack.pop()) else {
+        return Ok(false);
+    };
+    let (Some(value), Some(target)) = (value.value, stack.last_mut()) else {
+        return Ok(false);
+    };
+    let Some(container) = &mut target.value else {
+        return Ok(false);
+    };
+    match key.value {
+        Some(key) => builder.set_item(container, key, value, false, offset)?,
+        None => {
+            builder.list_put(container, target.aux as usize, value)?;
+            target.aux += 1;
+        }
+    }
+    Ok(true)
+}
+
 /// `SETITEM`: pops value and key, assigns into the entry below.
 #[inline]
 fn set_item<B: Builder>(
@@ -559,10 +627,10 @@ pub fn decode<B: Builder>(
     data: &[u8],
     versioned: bool,
 ) -> Result<B::Value, B::Error> {
-    let mut r = Reader { data, pos: 0 };
+    let mut r = Reader { data, rest: data };
     if versioned {
         match data.first() {
-            Some(&op::DUMPFORMAT_VERSION) => r.pos = 1,
+            Some(&op::DUMPFORMAT_VERSION) => r.bump(),
             found => {
                 return Err(DecodeError::WrongVersion {
                     found: found.copied(),
@@ -574,14 +642,14 @@ pub fn decode<B: Builder>(
     let mut stack: Stack<B::Value> = Vec::new();
     let mut pendings: Vec<Pending<B::Value>> = Vec::new();
     loop {
-        let offset = r.pos;
-        let Some(&opcode) = data.get(offset) else {
+        let offset = r.offset();
+        let Some(opcode) = r.peek() else {
             return Err(DecodeError::Eof { offset }.into());
         };
         let mut meta = 1;
         let value = match opcode {
             op::INT | op::LONG if stack.last().is_some_and(|e| e.meta & LIST_FLAG != 0) => {
-                r.pos += 1;
+                r.bump();
                 let v = r.int4(offset, opcode)?;
                 list_item(builder, &mut stack, &mut r, v)?;
                 continue;
@@ -589,7 +657,7 @@ pub fn decode<B: Builder>(
             op::PY2STRING | op::PY3STRING | op::UNICODE
                 if stack.last().is_some_and(|e| e.meta & DICT_FLAG != 0) =>
             {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
                 let key = builder.key_string(chunk, offset, opcode)?;
@@ -597,17 +665,17 @@ pub fn decode<B: Builder>(
                 continue;
             }
             op::CHANNEL => {
-                r.pos += 1;
+                r.bump();
                 let id = r.int4(offset, opcode)?;
                 builder.channel(id, offset)?
             }
             op::NEWDICT => {
-                r.pos += 1;
+                r.bump();
                 meta |= DICT_FLAG;
                 builder.dict()?
             }
             op::NEWLIST => {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
                 let unfillable = len > r.remaining();
@@ -638,7 +706,7 @@ pub fn decode<B: Builder>(
                 continue;
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let start = collection_start(stack.len(), n);
                 let tuple = opcode == op::BUILDTUPLE;
@@ -659,8 +727,10 @@ pub fn decode<B: Builder>(
                 }
             }
             op::SETITEM => {
-                r.pos += 1;
-                set_item(builder, &mut stack, &mut pendings, offset)?;
+                r.bump();
+                if !(pendings.is_empty() && set_item_fast(builder, &mut stack, offset)?) {
+                    set_item(builder, &mut stack, &mut pendings, offset)?;
+                }
                 continue;
             }
             op::STOP => {
@@ -690,37 +760,37 @@ pub fn decode<B: Builder>(
 /// channel) and returns that; `None`, with nothing read, for other opcodes and at the end.
 #[inline(always)]
 fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::Value>, B::Error> {
-    let offset = r.pos;
-    let Some(&opcode) = r.data.get(offset) else {
+    let offset = r.offset();
+    let Some(opcode) = r.peek() else {
         return Ok(None);
     };
     let value = match opcode {
         op::NONE => {
-            r.pos += 1;
+            r.bump();
             builder.none()?
         }
         op::TRUE | op::FALSE => {
-            r.pos += 1;
+            r.bump();
             builder.boolean(opcode == op::TRUE)?
         }
         op::INT | op::LONG => {
-            r.pos += 1;
+            r.bump();
             let v = r.int4(offset, opcode)?;
             builder.int(v)?
         }
         op::FLOAT => {
-            r.pos += 1;
+            r.bump();
             let v = r.float(offset, opcode)?;
             builder.float(v)?
         }
         op::PY2STRING | op::PY3STRING | op::UNICODE => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let chunk = r.chunk(n);
             builder.string(chunk, offset, opcode)?
         }
         op::COMPLEX => {
-            r.pos += 1;
+            r.bump();
             let both = r.fixed::<16>(offset, opcode)?;
             let (re, im) = both.split_at(8);
             let re = <[u8; 8]>::try_from(re).map_or(0.0, f64::from_be_bytes);
@@ -728,13 +798,13 @@ fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::V
             builder.complex(re, im)?
         }
         op::LONGINT | op::LONGLONG => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let literal = r.chunk(n);
             builder.long(literal, offset, opcode)?
         }
         op::BYTES => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let chunk = r.chunk(n);
             builder.bytes(chunk)?
@@ -777,20 +847,20 @@ fn list_item<B: Builder>(
             ..
         }) = stack
             .last_mut()
-            .filter(|_| r.data.get(r.pos) == Some(&op::SETITEM))
+            .filter(|_| r.peek() == Some(op::SETITEM))
         else {
             stack.push(deferred);
             stack.push(Entry::new(value, 1));
             return Ok(());
         };
-        r.pos += 1;
+        r.bump();
         builder.list_put(list, *aux as usize, value)?;
         *aux += 1;
         // The next item?
-        let offset = r.pos;
-        match r.data.get(offset) {
-            Some(&opcode @ (op::INT | op::LONG)) => {
-                r.pos += 1;
+        let offset = r.offset();
+        match r.peek() {
+            Some(opcode @ (op::INT | op::LONG)) => {
+                r.bump();
                 v = r.int4(offset, opcode)?;
             }
             _ => return Ok(()),
@@ -812,24 +882,24 @@ fn dict_item<B: Builder>(
             stack.push(Entry::new(key, 1));
             return Ok(());
         };
-        let offset = r.pos;
+        let offset = r.offset();
         let Some(Entry {
             value: Some(dict), ..
         }) = stack
             .last_mut()
-            .filter(|_| r.data.get(offset) == Some(&op::SETITEM))
+            .filter(|_| r.peek() == Some(op::SETITEM))
         else {
             stack.push(Entry::new(key, 1));
             stack.push(Entry::new(value, 1));
             return Ok(());
         };
-        r.pos += 1;
+        r.bump();
         builder.set_item(dict, key, value, false, offset)?;
         // The next key?
-        let offset = r.pos;
-        match r.data.get(offset) {
-            Some(&opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
-                r.pos += 1;
+        let offset = r.offset();
+        match r.peek() {
+            Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
                 key = builder.key_string(chunk, offset, opcode)?;

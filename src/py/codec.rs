@@ -373,7 +373,7 @@ impl<'py> StringCache<'py> {
     }
 
     /// [`StringCache::get`] for a dict key: the key expected next in the trail first.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
         let key = words(bytes);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
@@ -477,12 +477,15 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     type Value = Bound<'py, PyAny>;
     type Error = PyErr;
 
+    #[inline(always)]
     fn none(&mut self) -> PyResult<Self::Value> {
         Ok(self.py.None().into_bound(self.py))
     }
+    #[inline(always)]
     fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
         Ok(PyBool::new(self.py, value).to_owned().into_any())
     }
+    #[inline(always)]
     fn int(&mut self, value: i32) -> PyResult<Self::Value> {
         Ok(value.into_pyobject(self.py)?.into_any())
     }
@@ -497,6 +500,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             .get_type::<PyInt>()
             .call1((new_bytes(self.py, literal)?,))
     }
+    #[inline(always)]
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
         Ok(PyFloat::new(self.py, value).into_any())
     }
@@ -506,6 +510,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     fn bytes(&mut self, data: &[u8]) -> PyResult<Self::Value> {
         Ok(new_bytes(self.py, data)?.into_any())
     }
+    #[inline(always)]
     fn string(&mut self, data: &[u8], _: usize, opcode: u8) -> PyResult<Self::Value> {
         let py = self.py;
         match opcode {
@@ -516,13 +521,16 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             op::PY2STRING => Ok(new_bytes(py, data)?.into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(new_bytes(py, data)?.into_any()),
             _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => {
-                let cache = self.strings.get_or_insert_with(StringCache::new);
-                Ok(cache.get(py, data)?.into_any())
+                match self.strings.as_mut() {
+                    Some(cache) => Ok(cache.get(py, data)?.into_any()),
+                    None => Ok(PyString::from_bytes(py, data)?.into_any()),
+                }
             }
             // Python's own UTF-8 decoder: its exact UnicodeDecodeError for bad input.
             _ => Ok(PyString::from_bytes(py, data)?.into_any()),
         }
     }
+    #[inline(always)]
     fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
         if !self.share_keys
             || opcode != op::PY3STRING
@@ -531,8 +539,10 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         {
             return self.string(data, offset, opcode);
         }
-        let cache = self.strings.get_or_insert_with(StringCache::new);
-        Ok(cache.key(self.py, data)?.into_any())
+        match self.strings.as_mut() {
+            Some(cache) => Ok(cache.key(self.py, data)?.into_any()),
+            None => self.string(data, offset, opcode),
+        }
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -540,6 +550,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             None => Err(DecodeError::NoChannelFactory { offset }.into()),
         }
     }
+    #[inline(always)]
     fn dict(&mut self) -> PyResult<Self::Value> {
         Ok(PyDict::new(self.py).into_any())
     }
@@ -553,6 +564,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     const EAGER_LISTS: bool = true;
     /// Lists come from [`Builder::list`]: `None` in every slot until it is set (never NULL,
     /// as a finalizer running meanwhile may see the list through `gc.get_objects()`).
+    #[inline(always)]
     fn list_put(
         &mut self,
         list: &mut Self::Value,
@@ -582,6 +594,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             Ok(PySet::new(self.py, items)?.into_any())
         }
     }
+    #[inline(always)]
     fn set_item(
         &mut self,
         target: &mut Self::Value,
@@ -657,6 +670,9 @@ fn decode_with<'py>(
         strings: None,
         share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
     };
+    if builder.share_keys {
+        builder.strings = Some(StringCache::new());
+    }
     let _paused = (data.len() >= PAUSE_GC_INPUT_LEN).then(|| GcPause::new(py));
     codec::decode(&mut builder, data, versioned)
 }
