@@ -68,6 +68,36 @@ pub trait Builder {
     ) -> Result<Self::Value, Self::Error> {
         self.string(data, offset, opcode)
     }
+    /// [`Builder::key_string`] for a key that is stored right away with [`Builder::dict_put`]:
+    /// builders may keep the key themselves and hand out a [`Key::Held`] instead (valid until
+    /// the next call of this method).
+    fn held_key(
+        &mut self,
+        data: &[u8],
+        offset: usize,
+        opcode: u8,
+    ) -> Result<Key<Self::Value>, Self::Error> {
+        self.key_string(data, offset, opcode).map(Key::Value)
+    }
+    /// The value of a key from [`Builder::held_key`].
+    fn key_value(&mut self, key: Key<Self::Value>) -> Result<Self::Value, Self::Error> {
+        match key {
+            Key::Value(value) => Ok(value),
+            Key::Held(_) => self.none(),
+        }
+    }
+    /// `dict[key] = value` for a dict from [`Builder::dict`] and a key from
+    /// [`Builder::held_key`].
+    fn dict_put(
+        &mut self,
+        dict: &mut Self::Value,
+        key: Key<Self::Value>,
+        value: Self::Value,
+        offset: usize,
+    ) -> Result<(), Self::Error> {
+        let key = self.key_value(key)?;
+        self.set_item(dict, key, value, false, offset)
+    }
     /// `CHANNEL`.
     fn channel(&mut self, id: i32, offset: usize) -> Result<Self::Value, Self::Error>;
     /// An empty dict.
@@ -152,6 +182,14 @@ pub trait Builder {
         let key = self.int(index)?;
         self.set_item(target, key, value, false, offset)
     }
+}
+
+/// A dict key from [`Builder::held_key`].
+pub enum Key<V> {
+    /// The key itself.
+    Value(V),
+    /// A key the builder holds, by the builder's own number.
+    Held(usize),
 }
 
 /// Normalizes a Python list index (possibly negative) for a list of `len` entries, as
@@ -516,8 +554,8 @@ fn set_item_fast<B: Builder>(
     let [.., target, key, value] = stack.as_slice() else {
         return Ok(false);
     };
-    let value_done = value.value.is_some()
-        && (value.meta & LIST_FLAG == 0 || value.aux >= list_len(value.meta));
+    let value_done =
+        value.value.is_some() && (value.meta & LIST_FLAG == 0 || value.aux >= list_len(value.meta));
     if !value_done {
         return Ok(false);
     }
@@ -660,7 +698,7 @@ pub fn decode<B: Builder>(
                 r.bump();
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                let key = builder.key_string(chunk, offset, opcode)?;
+                let key = builder.held_key(chunk, offset, opcode)?;
                 dict_item(builder, &mut stack, &mut r, key)?;
                 continue;
             }
@@ -710,7 +748,9 @@ pub fn decode<B: Builder>(
                 let n = r.int4(offset, opcode)?;
                 let start = collection_start(stack.len(), n);
                 let tuple = opcode == op::BUILDTUPLE;
-                realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
+                if !pendings.is_empty() {
+                    realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
+                }
                 let mut deepest = None;
                 for entry in stack.get_mut(start..).unwrap_or_default() {
                     settle(builder, entry)?;
@@ -845,9 +885,7 @@ fn list_item<B: Builder>(
             value: Some(list),
             aux,
             ..
-        }) = stack
-            .last_mut()
-            .filter(|_| r.peek() == Some(op::SETITEM))
+        }) = stack.last_mut().filter(|_| r.peek() == Some(op::SETITEM))
         else {
             stack.push(deferred);
             stack.push(Entry::new(value, 1));
@@ -875,26 +913,24 @@ fn dict_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     r: &mut Reader<'_>,
-    mut key: B::Value,
+    mut key: Key<B::Value>,
 ) -> Result<(), B::Error> {
     loop {
         let Some(value) = scalar(builder, r)? else {
-            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(builder.key_value(key)?, 1));
             return Ok(());
         };
         let offset = r.offset();
         let Some(Entry {
             value: Some(dict), ..
-        }) = stack
-            .last_mut()
-            .filter(|_| r.peek() == Some(op::SETITEM))
+        }) = stack.last_mut().filter(|_| r.peek() == Some(op::SETITEM))
         else {
-            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(builder.key_value(key)?, 1));
             stack.push(Entry::new(value, 1));
             return Ok(());
         };
         r.bump();
-        builder.set_item(dict, key, value, false, offset)?;
+        builder.dict_put(dict, key, value, offset)?;
         // The next key?
         let offset = r.offset();
         match r.peek() {
@@ -902,7 +938,7 @@ fn dict_item<B: Builder>(
                 r.bump();
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                key = builder.key_string(chunk, offset, opcode)?;
+                key = builder.held_key(chunk, offset, opcode)?;
             }
             _ => return Ok(()),
         }

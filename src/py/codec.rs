@@ -12,7 +12,7 @@ use pyo3::types::{
     PyTuple, PyType,
 };
 
-use crate::codec::{self, opcodes as op, writer, Builder, DecodeError, MAX_ENCODE_DEPTH};
+use crate::codec::{self, opcodes as op, writer, Builder, DecodeError, Key, MAX_ENCODE_DEPTH};
 
 static DUMP_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static LOAD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -372,9 +372,10 @@ impl<'py> StringCache<'py> {
         }
     }
 
-    /// [`StringCache::get`] for a dict key: the key expected next in the trail first.
+    /// [`StringCache::get`] for a dict key, kept in the trail: its index there (valid until the
+    /// next call). The key expected next in the trail is tried first.
     #[inline(always)]
-    fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<usize> {
         let key = words(bytes);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let matches = |slot: &LongSlot<'py>| {
@@ -384,23 +385,28 @@ impl<'py> StringCache<'py> {
         if self.next >= self.trail.len() {
             self.next = 0;
         }
-        if let Some(Some((_, _, obj))) = self.trail.get(self.next).filter(|s| matches(s)) {
+        let expected = self.next;
+        if self.trail.get(expected).is_some_and(matches) {
             self.next += 1;
-            return Ok(obj.clone());
+            return Ok(expected);
         }
         if let Some(found) = self.trail.iter().position(matches) {
             self.next = found + 1;
-            if let Some(Some((_, _, obj))) = self.trail.get(found) {
-                return Ok(obj.clone());
-            }
+            return Ok(found);
         }
         let obj = self.get(py, bytes)?;
         if self.trail.len() >= TRAIL_LEN {
             self.trail.clear();
         }
-        self.trail.push(Some((key, len, obj.clone())));
+        self.trail.push(Some((key, len, obj)));
         self.next = self.trail.len();
-        Ok(obj)
+        Ok(self.trail.len() - 1)
+    }
+
+    /// The key at `index` of the trail (see [`StringCache::key`]).
+    #[inline(always)]
+    fn held(&self, index: usize) -> Option<&Bound<'py, PyString>> {
+        self.trail.get(index)?.as_ref().map(|(_, _, obj)| obj)
     }
 
     /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
@@ -439,6 +445,13 @@ impl<'py> StringCache<'py> {
         *slot = Some((key, len, obj.clone()));
         Ok(obj)
     }
+}
+
+/// A [`Key::Held`] whose key the cache no longer has: not reached ([`Builder::held_key`]'s
+/// keys stay until its next call).
+#[cold]
+fn held_key_lost() -> PyErr {
+    PyRuntimeError::new_err("dict key lost while decoding")
 }
 
 /// Lists at least this long are made as `[None] * n` (filled in one go; it reports allocation
@@ -520,12 +533,10 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             }
             op::PY2STRING => Ok(new_bytes(py, data)?.into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(new_bytes(py, data)?.into_any()),
-            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => {
-                match self.strings.as_mut() {
-                    Some(cache) => Ok(cache.get(py, data)?.into_any()),
-                    None => Ok(PyString::from_bytes(py, data)?.into_any()),
-                }
-            }
+            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => match self.strings.as_mut() {
+                Some(cache) => Ok(cache.get(py, data)?.into_any()),
+                None => Ok(PyString::from_bytes(py, data)?.into_any()),
+            },
             // Python's own UTF-8 decoder: its exact UnicodeDecodeError for bad input.
             _ => Ok(PyString::from_bytes(py, data)?.into_any()),
         }
@@ -539,9 +550,50 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         {
             return self.string(data, offset, opcode);
         }
-        match self.strings.as_mut() {
-            Some(cache) => Ok(cache.key(self.py, data)?.into_any()),
-            None => self.string(data, offset, opcode),
+        match self.held_key(data, offset, opcode)? {
+            Key::Value(key) => Ok(key),
+            key @ Key::Held(_) => self.key_value(key),
+        }
+    }
+    #[inline(always)]
+    fn held_key(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Key<Self::Value>> {
+        if self.share_keys
+            && opcode == op::PY3STRING
+            && !self.py3str_as_py2str
+            && data.len() <= CACHED_STRING_LEN
+        {
+            if let Some(cache) = self.strings.as_mut() {
+                return Ok(Key::Held(cache.key(self.py, data)?));
+            }
+        }
+        self.string(data, offset, opcode).map(Key::Value)
+    }
+    #[inline(always)]
+    fn key_value(&mut self, key: Key<Self::Value>) -> PyResult<Self::Value> {
+        match key {
+            Key::Value(key) => Ok(key),
+            Key::Held(index) => match self.strings.as_ref().and_then(|c| c.held(index)) {
+                Some(key) => Ok(key.clone().into_any()),
+                None => Err(held_key_lost()),
+            },
+        }
+    }
+    /// Stores with a borrowed key when the cache holds it (no reference count changes).
+    #[inline(always)]
+    fn dict_put(
+        &mut self,
+        dict: &mut Self::Value,
+        key: Key<Self::Value>,
+        value: Self::Value,
+        _: usize,
+    ) -> PyResult<()> {
+        let dict = dict.cast_exact::<PyDict>()?;
+        match key {
+            Key::Value(key) => dict.set_item(key, value),
+            Key::Held(index) => match self.strings.as_ref().and_then(|c| c.held(index)) {
+                Some(key) => dict.set_item(key, value),
+                None => Err(held_key_lost()),
+            },
         }
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
