@@ -864,46 +864,49 @@ fn list_item<B: Builder>(
     r: &mut Reader<'_>,
     mut v: i32,
 ) -> Result<(), B::Error> {
-    loop {
-        let deferred = Entry {
-            value: None,
-            meta: INT_FLAG | 1,
-            aux: v as u32,
-        };
-        let next_slot = stack
-            .last()
-            .is_some_and(|e| e.value.is_some() && e.aux < list_len(e.meta) && e.aux == v as u32);
-        if !next_slot {
-            stack.push(deferred);
-            return Ok(());
-        }
-        let Some(value) = scalar(builder, r)? else {
-            stack.push(deferred);
-            return Ok(());
-        };
+    let pending_value = 'items: {
         let Some(Entry {
             value: Some(list),
+            meta,
             aux,
-            ..
-        }) = stack.last_mut().filter(|_| r.peek() == Some(op::SETITEM))
+        }) = stack.last_mut()
         else {
-            stack.push(deferred);
-            stack.push(Entry::new(value, 1));
-            return Ok(());
+            break 'items None;
         };
-        r.bump();
-        builder.list_put(list, *aux as usize, value)?;
-        *aux += 1;
-        // The next item?
-        let offset = r.offset();
-        match r.peek() {
-            Some(opcode @ (op::INT | op::LONG)) => {
-                r.bump();
-                v = r.int4(offset, opcode)?;
+        let len = list_len(*meta);
+        loop {
+            if *aux >= len || *aux != v as u32 {
+                break 'items None;
             }
-            _ => return Ok(()),
+            let Some(value) = scalar(builder, r)? else {
+                break 'items None;
+            };
+            if r.peek() != Some(op::SETITEM) {
+                break 'items Some(value);
+            }
+            r.bump();
+            builder.list_put(list, *aux as usize, value)?;
+            *aux += 1;
+            // The next item?
+            let offset = r.offset();
+            match r.peek() {
+                Some(opcode @ (op::INT | op::LONG)) => {
+                    r.bump();
+                    v = r.int4(offset, opcode)?;
+                }
+                _ => return Ok(()),
+            }
         }
+    };
+    stack.push(Entry {
+        value: None,
+        meta: INT_FLAG | 1,
+        aux: v as u32,
+    });
+    if let Some(value) = pending_value {
+        stack.push(Entry::new(value, 1));
     }
+    Ok(())
 }
 
 /// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
@@ -915,32 +918,39 @@ fn dict_item<B: Builder>(
     r: &mut Reader<'_>,
     mut key: Key<B::Value>,
 ) -> Result<(), B::Error> {
-    loop {
-        let Some(value) = scalar(builder, r)? else {
-            stack.push(Entry::new(builder.key_value(key)?, 1));
-            return Ok(());
-        };
-        let offset = r.offset();
+    let pending_value = 'items: {
         let Some(Entry {
             value: Some(dict), ..
-        }) = stack.last_mut().filter(|_| r.peek() == Some(op::SETITEM))
+        }) = stack.last_mut()
         else {
-            stack.push(Entry::new(builder.key_value(key)?, 1));
-            stack.push(Entry::new(value, 1));
-            return Ok(());
+            break 'items None;
         };
-        r.bump();
-        builder.dict_put(dict, key, value, offset)?;
-        // The next key?
-        let offset = r.offset();
-        match r.peek() {
-            Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
-                r.bump();
-                let n = r.int4(offset, opcode)?;
-                let chunk = r.chunk(n);
-                key = builder.held_key(chunk, offset, opcode)?;
+        loop {
+            let Some(value) = scalar(builder, r)? else {
+                break 'items None;
+            };
+            let offset = r.offset();
+            if r.peek() != Some(op::SETITEM) {
+                break 'items Some(value);
             }
-            _ => return Ok(()),
+            r.bump();
+            builder.dict_put(dict, key, value, offset)?;
+            // The next key?
+            let offset = r.offset();
+            match r.peek() {
+                Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+                    r.bump();
+                    let n = r.int4(offset, opcode)?;
+                    let chunk = r.chunk(n);
+                    key = builder.held_key(chunk, offset, opcode)?;
+                }
+                _ => return Ok(()),
+            }
         }
+    };
+    stack.push(Entry::new(builder.key_value(key)?, 1));
+    if let Some(value) = pending_value {
+        stack.push(Entry::new(value, 1));
     }
+    Ok(())
 }
