@@ -530,6 +530,59 @@ def test_list_and_dict_shapes_match_upstream(upstream: UpstreamServer) -> None:
     assert oks > 1500
 
 
+def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
+    """A dict whose values are runs of scalars after a key: tuples of the encoder's shape
+    ("scalars, BUILDTUPLE n, SETITEM") and, unless ``clean``, near misses (other counts, runs
+    too long, no SETITEM, a container, bad text or the end of the input in the middle)."""
+    scalars = [
+        b"L",
+        b"R",
+        b"F" + I4(rng.randrange(-3, 300)),
+        b"D" + struct.pack("!d", 1.5),
+        s(b"N", b"w%d" % rng.randrange(3)),
+        s(b"N", b"\xff"),
+        b"H" + I4(2) + b"1x",
+    ]
+    out = b"J"
+    for _ in range(rng.randrange(1, 4)):
+        out += s(b"N", b"k%d" % rng.randrange(4))
+        k = rng.choice([1, 2, 3, 4, 5, 6])
+        pool = scalars[:5] if clean or rng.random() < 0.9 else scalars
+        out += b"".join(rng.choice(pool) for _ in range(k))
+        if clean:
+            out += b"@" + I4(k) + b"P"
+            continue
+        if rng.random() < 0.1:
+            out += b"K" + I4(0)
+        n = rng.choice([k, k, k, k - 1, k + 1, 0, -1])
+        out += b"@" + I4(n) if rng.random() < 0.9 else b""
+        out += b"P" if rng.random() < 0.9 else b"L"
+    return out
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_scalar_runs_after_dict_keys_match_upstream(upstream: UpstreamServer, size: str) -> None:
+    rng = random.Random(5)
+    programs = [scalar_run_program(rng, clean=size == "large") for _ in range(1500)]
+    if size == "small":
+        inputs = [b"\x02" + p + b"Q" for p in programs]
+    else:
+        # Inside a list of many such dicts: over the size where repeated keys are shared.
+        inputs = []
+        for start in range(0, len(programs), 50):
+            group = programs[start : start + 50]
+            items = b"".join(b"F" + I4(i) + p + b"P" for i, p in enumerate(group))
+            inputs.append(b"\x02K" + I4(len(group)) + items + b"Q")
+        assert min(map(len, inputs)) > 1024
+    cut = [data[: rng.randrange(len(data))] for data in inputs[:200]]
+    theirs = upstream.call(("loads", [(data, {}) for data in inputs + cut]))
+    oks = 0
+    for data, their in zip(inputs + cut, theirs, strict=True):
+        assert same_outcome(outcome(_core.loads, data), their), (data, their)
+        oks += their[0] == "ok"
+    assert oks > (100 if size == "small" else 25)
+
+
 def test_error_classes_are_gateway_base_ones() -> None:
     with pytest.raises(gateway_base.LoadError, match="wrong dumpformat version"):
         _core.loads(b"\x01")

@@ -366,6 +366,23 @@ impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.rest.len()
     }
+
+    /// Whether the input continues with `BUILDTUPLE n` then `SETITEM`.
+    #[inline(always)]
+    fn at_tuple_item(&self, n: usize) -> bool {
+        match self.rest.first_chunk::<6>() {
+            Some(&[op::BUILDTUPLE, a, b, c, d, op::SETITEM]) => {
+                usize::try_from(i32::from_be_bytes([a, b, c, d])) == Ok(n)
+            }
+            _ => false,
+        }
+    }
+
+    /// Consumes `n` bytes (that the caller has seen).
+    #[inline(always)]
+    fn skip(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
+    }
 }
 
 type Stack<V> = Vec<Entry<V>>;
@@ -501,6 +518,31 @@ impl<V, I: Iterator<Item = Entry<V>>> Iterator for Values<I> {
 }
 
 impl<V, I: ExactSizeIterator<Item = Entry<V>>> ExactSizeIterator for Values<I> {}
+
+/// Scalars that came in a row after a dict key, at most [`RUN`]: the items of a tuple value.
+struct Run<V> {
+    items: [Option<V>; RUN],
+    len: usize,
+    next: usize,
+}
+
+/// The longest tuple of scalars that a dict value is built from directly (see [`dict_item`]).
+const RUN: usize = 4;
+
+impl<V> Iterator for Run<V> {
+    type Item = V;
+    fn next(&mut self) -> Option<V> {
+        let item = self.items.get_mut(self.next)?.take();
+        self.next += 1;
+        item
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len.saturating_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl<V> ExactSizeIterator for Run<V> {}
 
 /// Where `BUILDTUPLE`/`SET`/`FROZENSET` with count `n` start taking entries: the last `n`
 /// (all if fewer); for a negative `n`, everything from index `-n` on (Python's `stack[-n:]`).
@@ -918,7 +960,7 @@ fn dict_item<B: Builder>(
     r: &mut Reader<'_>,
     mut key: Key<B::Value>,
 ) -> Result<(), B::Error> {
-    let pending_value = 'items: {
+    let pending = 'items: {
         let Some(Entry {
             value: Some(dict), ..
         }) = stack.last_mut()
@@ -926,13 +968,35 @@ fn dict_item<B: Builder>(
             break 'items None;
         };
         loop {
-            let Some(value) = scalar(builder, r)? else {
+            let Some(first) = scalar(builder, r)? else {
                 break 'items None;
             };
+            let value = if r.peek() == Some(op::SETITEM) {
+                first
+            } else {
+                // A tuple of scalars ("scalars, BUILDTUPLE n, SETITEM") is built right away.
+                let mut run = Run {
+                    items: [Some(first), None, None, None],
+                    len: 1,
+                    next: 0,
+                };
+                while run.len < RUN && !r.at_tuple_item(run.len) {
+                    let Some(item) = scalar(builder, r)? else {
+                        break;
+                    };
+                    if let Some(slot) = run.items.get_mut(run.len) {
+                        *slot = Some(item);
+                    }
+                    run.len += 1;
+                }
+                if !r.at_tuple_item(run.len) {
+                    break 'items Some(run);
+                }
+                r.skip(5);
+                builder.tuple(run)?
+            };
+            // At the SETITEM.
             let offset = r.offset();
-            if r.peek() != Some(op::SETITEM) {
-                break 'items Some(value);
-            }
             r.bump();
             builder.dict_put(dict, key, value, offset)?;
             // The next key?
@@ -949,7 +1013,7 @@ fn dict_item<B: Builder>(
         }
     };
     stack.push(Entry::new(builder.key_value(key)?, 1));
-    if let Some(value) = pending_value {
+    for value in pending.into_iter().flatten() {
         stack.push(Entry::new(value, 1));
     }
     Ok(())
