@@ -1013,8 +1013,10 @@ fn dict_item<B: Builder>(
         }
     };
     stack.push(Entry::new(builder.key_value(key)?, 1));
-    for value in pending.into_iter().flatten() {
-        stack.push(Entry::new(value, 1));
+    if let Some(run) = pending {
+        for value in run {
+            stack.push(Entry::new(value, 1));
+        }
     }
     Ok(())
 }
