@@ -531,9 +531,10 @@ def test_list_and_dict_shapes_match_upstream(upstream: UpstreamServer) -> None:
 
 
 def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
-    """A dict whose values are runs of scalars after a key: tuples of the encoder's shape
-    ("scalars, BUILDTUPLE n, SETITEM") and, unless ``clean``, near misses (other counts, runs
-    too long, no SETITEM, a container, bad text or the end of the input in the middle)."""
+    """A dict whose values are runs of scalars after a key, tuples of the encoder's shape
+    ("scalars, BUILDTUPLE n, SETITEM"), and short lists; unless ``clean``, near misses too
+    (other counts or orders, runs too long, no SETITEM, a container, bad text or the end of the
+    input in the middle)."""
     scalars = [
         b"L",
         b"R",
@@ -546,6 +547,20 @@ def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
     out = b"J"
     for _ in range(rng.randrange(1, 4)):
         out += s(b"N", b"k%d" % rng.randrange(4))
+        if rng.random() < 0.3:
+            # A short list: "NEWLIST n, (INT i, scalar, SETITEM)..., SETITEM", or near misses.
+            n = rng.choice([0, 1, 2, 3, 4, 5])
+            out += b"K" + I4(n)
+            order = list(range(n))
+            if not clean and rng.random() < 0.3:
+                order = rng.choice([order[:-1], order[::-1], [*order, 0]])
+            for i in order:
+                item = b"F" + I4(i) + rng.choice(scalars[:5])
+                if not clean and rng.random() < 0.05:
+                    item = b"F" + I4(i) + b"J"
+                out += item + (b"P" if clean or rng.random() < 0.95 else b"")
+            out += b"P" if clean or rng.random() < 0.9 else b""
+            continue
         k = rng.choice([1, 2, 3, 4, 5, 6])
         pool = scalars[:5] if clean or rng.random() < 0.9 else scalars
         out += b"".join(rng.choice(pool) for _ in range(k))
@@ -561,7 +576,9 @@ def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_scalar_runs_after_dict_keys_match_upstream(upstream: UpstreamServer, size: str) -> None:
+def test_scalar_runs_and_short_lists_after_dict_keys_match_upstream(
+    upstream: UpstreamServer, size: str
+) -> None:
     rng = random.Random(5)
     programs = [scalar_run_program(rng, clean=size == "large") for _ in range(1500)]
     if size == "small":

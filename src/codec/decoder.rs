@@ -144,6 +144,18 @@ pub trait Builder {
         }
         Ok(list)
     }
+    /// A list of exactly `items`, known before it is made (short lists in the encoder's shape,
+    /// for builders with [`Builder::EAGER_LISTS`]). The default fills [`Builder::list_new`].
+    fn list_of<I>(&mut self, items: I, offset: usize) -> Result<Self::Value, Self::Error>
+    where
+        I: ExactSizeIterator<Item = Self::Value>,
+    {
+        let mut list = self.list_new(items.len(), offset)?;
+        for (index, value) in items.enumerate() {
+            self.list_put(&mut list, index, value)?;
+        }
+        Ok(list)
+    }
     /// A tuple of `items`.
     fn tuple<I>(&mut self, items: I) -> Result<Self::Value, Self::Error>
     where
@@ -760,7 +772,10 @@ pub fn decode<B: Builder>(
                 let len = usize::try_from(n).unwrap_or(0);
                 let unfillable = len > r.remaining();
                 let eager_len = u32::try_from(len).ok().filter(|&n| n <= DEPTH_MASK);
-                if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable) {
+                if B::EAGER_LISTS && len <= RUN && !unfillable {
+                    small_list(builder, &mut stack, &mut r, len, offset)?;
+                } else if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable)
+                {
                     // Filled lists take at least one byte per item: the allocation is bounded
                     // by the input.
                     stack.push(Entry {
@@ -951,6 +966,111 @@ fn list_item<B: Builder>(
     Ok(())
 }
 
+/// The items of a list of at most [`RUN`] slots read ahead (see [`small_list`]), and where
+/// their shape ended: an index read and maybe its value.
+struct ListRun<V> {
+    items: Run<V>,
+    rest: Option<(i32, Option<V>)>,
+}
+
+/// Reads the items of a list of `len` (at most [`RUN`]) slots in the encoder's shape ("INT i,
+/// a scalar, SETITEM" for i = 0, 1, ...), up to where the input has another shape.
+#[inline(always)]
+fn read_list_run<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    len: usize,
+) -> Result<ListRun<B::Value>, B::Error> {
+    let mut items = Run {
+        items: [None, None, None, None],
+        len: 0,
+        next: 0,
+    };
+    while items.len < len {
+        let Some(&[op::INT | op::LONG, a, b, c, d]) = r.rest.first_chunk::<5>() else {
+            break;
+        };
+        let index = i32::from_be_bytes([a, b, c, d]);
+        if usize::try_from(index) != Ok(items.len) {
+            break;
+        }
+        r.skip(5);
+        let Some(value) = scalar(builder, r)? else {
+            return Ok(ListRun {
+                items,
+                rest: Some((index, None)),
+            });
+        };
+        if r.peek() != Some(op::SETITEM) {
+            return Ok(ListRun {
+                items,
+                rest: Some((index, Some(value))),
+            });
+        }
+        r.bump();
+        if let Some(slot) = items.items.get_mut(items.len) {
+            *slot = Some(value);
+        }
+        items.len += 1;
+    }
+    Ok(ListRun { items, rest: None })
+}
+
+/// Pushes a list of `len` (at most [`RUN`]) slots read by [`read_list_run`], as the eager path
+/// leaves it: the list with the items read set, then what was read of the next item.
+#[inline(always)]
+fn push_list_run<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    run: ListRun<B::Value>,
+    len: usize,
+    offset: usize,
+) -> Result<(), B::Error> {
+    // At most RUN: fits the length bits.
+    let meta = LIST_FLAG | (len as u32);
+    let ListRun { items, rest } = run;
+    let set = items.len as u32;
+    let list = if items.len == len {
+        builder.list_of(items, offset)?
+    } else {
+        let mut list = builder.list_new(len, offset)?;
+        for (index, value) in items.enumerate() {
+            builder.list_put(&mut list, index, value)?;
+        }
+        list
+    };
+    stack.push(Entry {
+        value: Some(list),
+        meta,
+        aux: set,
+    });
+    if let Some((index, value)) = rest {
+        stack.push(Entry {
+            value: None,
+            meta: INT_FLAG | 1,
+            aux: index as u32,
+        });
+        if let Some(value) = value {
+            stack.push(Entry::new(value, 1));
+        }
+    }
+    Ok(())
+}
+
+/// `NEWLIST n` (read) for a list of at most [`RUN`] slots: its items in the encoder's shape are
+/// read first and the list is made of them at once.
+#[inline(always)]
+fn small_list<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    r: &mut Reader<'_>,
+    len: usize,
+    offset: usize,
+) -> Result<(), B::Error> {
+    let run = read_list_run(builder, r, len)?;
+    push_list_run(builder, stack, run, len, offset)
+}
+
 /// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
 /// right away, as many as come in a row with text keys; otherwise the key waits on the stack.
 #[inline(always)]
@@ -969,6 +1089,35 @@ fn dict_item<B: Builder>(
         };
         loop {
             let Some(first) = scalar(builder, r)? else {
+                if B::EAGER_LISTS {
+                    // A short list ("NEWLIST n", items, SETITEM) is built right away too.
+                    if let Some(&[op::NEWLIST, a, b, c, d]) = r.rest.first_chunk::<5>() {
+                        let len =
+                            usize::try_from(i32::from_be_bytes([a, b, c, d])).unwrap_or(RUN + 1);
+                        if len <= RUN && len <= r.remaining() - 5 {
+                            let offset = r.offset();
+                            r.skip(5);
+                            let run = read_list_run(builder, r, len)?;
+                            if run.items.len != len
+                                || run.rest.is_some()
+                                || r.peek() != Some(op::SETITEM)
+                            {
+                                break 'items Some(Unfinished::List(run, len, offset));
+                            }
+                            let list = builder.list_of(run.items, offset)?;
+                            let offset = r.offset();
+                            r.bump();
+                            builder.dict_put(dict, key, list, offset)?;
+                            match next_key(builder, r)? {
+                                Some(next) => {
+                                    key = next;
+                                    continue;
+                                }
+                                None => return Ok(()),
+                            }
+                        }
+                    }
+                }
                 break 'items None;
             };
             let value = if r.peek() == Some(op::SETITEM) {
@@ -990,7 +1139,7 @@ fn dict_item<B: Builder>(
                     run.len += 1;
                 }
                 if !r.at_tuple_item(run.len) {
-                    break 'items Some(run);
+                    break 'items Some(Unfinished::Scalars(run));
                 }
                 r.skip(5);
                 builder.tuple(run)?
@@ -999,24 +1148,49 @@ fn dict_item<B: Builder>(
             let offset = r.offset();
             r.bump();
             builder.dict_put(dict, key, value, offset)?;
-            // The next key?
-            let offset = r.offset();
-            match r.peek() {
-                Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
-                    r.bump();
-                    let n = r.int4(offset, opcode)?;
-                    let chunk = r.chunk(n);
-                    key = builder.held_key(chunk, offset, opcode)?;
-                }
-                _ => return Ok(()),
+            match next_key(builder, r)? {
+                Some(next) => key = next,
+                None => return Ok(()),
             }
         }
     };
     stack.push(Entry::new(builder.key_value(key)?, 1));
-    if let Some(run) = pending {
-        for value in run {
-            stack.push(Entry::new(value, 1));
+    match pending {
+        Some(Unfinished::Scalars(run)) => {
+            for value in run {
+                stack.push(Entry::new(value, 1));
+            }
         }
+        Some(Unfinished::List(run, len, offset)) => {
+            push_list_run(builder, stack, run, len, offset)?
+        }
+        None => {}
     }
     Ok(())
+}
+
+/// What [`dict_item`] read of a value that it does not store itself, for the stack.
+enum Unfinished<V> {
+    /// Scalars in a row.
+    Scalars(Run<V>),
+    /// A short list (its length and offset) and what was read of its items.
+    List(ListRun<V>, usize, usize),
+}
+
+/// The next dict key, if text comes next.
+#[inline(always)]
+fn next_key<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+) -> Result<Option<Key<B::Value>>, B::Error> {
+    let offset = r.offset();
+    match r.peek() {
+        Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+            r.bump();
+            let n = r.int4(offset, opcode)?;
+            let chunk = r.chunk(n);
+            Ok(Some(builder.held_key(chunk, offset, opcode)?))
+        }
+        _ => Ok(None),
+    }
 }

@@ -628,6 +628,14 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
         Ok(PyList::new(self.py, items)?.into_any())
     }
+    #[inline(always)]
+    fn list_of<I: ExactSizeIterator<Item = Self::Value>>(
+        &mut self,
+        items: I,
+        _: usize,
+    ) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, items)?.into_any())
+    }
     fn tuple<I: ExactSizeIterator<Item = Self::Value>>(
         &mut self,
         items: I,
