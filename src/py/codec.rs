@@ -283,6 +283,9 @@ struct PyBuilder<'a, 'py> {
     strings: Option<StringCache<'py>>,
     /// Whether the input is long enough for a [`StringCache`] to pay off.
     share_keys: bool,
+    /// Whether text dict keys (`PY3STRING`) go through the [`StringCache`]: `share_keys`, and
+    /// they decode to text.
+    cache_keys: bool,
 }
 
 /// Text values (not keys) this long at most are shared too: short repeated words.
@@ -302,7 +305,7 @@ struct StringCache<'py> {
     long: Vec<LongSlot<'py>>,
     /// The keys of recent dicts in the order they came, and where the next one is expected:
     /// dicts of one shape repeat their keys in order, which this finds without hashing.
-    trail: Vec<LongSlot<'py>>,
+    trail: Vec<TrailSlot<'py>>,
     next: usize,
 }
 
@@ -313,7 +316,10 @@ const TRAIL_LEN: usize = 32;
 type ShortSlot<'py> = Option<(u64, u32, Bound<'py, PyString>)>;
 
 /// A string of 9 to 24 bytes: its bytes as three words, its length, the string.
-type LongSlot<'py> = Option<([u64; 3], u32, Bound<'py, PyString>)>;
+type LongSlot<'py> = Option<TrailSlot<'py>>;
+
+/// A key in the [`StringCache`] trail: its bytes as three words, its length, the string.
+type TrailSlot<'py> = ([u64; 3], u32, Bound<'py, PyString>);
 
 const SHORT_BITS: u32 = 8;
 const LONG_BITS: u32 = 7;
@@ -325,22 +331,19 @@ fn same(a: &[u64; 3], b: &[u64; 3]) -> bool {
     ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2])) == 0
 }
 
-/// Eight bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+/// The first and the last `N` bytes of `bytes` (at least `N` long) as little-endian words.
 #[inline(always)]
-fn word8(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.saturating_add(8))
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-/// Four bytes of `bytes` from `at` as a little-endian word (0 if out of range).
-#[inline(always)]
-fn word4(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.saturating_add(4))
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+fn ends<const N: usize>(bytes: &[u8]) -> (u64, u64) {
+    let word = |chunk: Option<&[u8; N]>| {
+        chunk.map_or(0, |c| {
+            let mut w = [0u8; 8];
+            if let Some(head) = w.get_mut(..N) {
+                head.copy_from_slice(c);
+            }
+            u64::from_le_bytes(w)
+        })
+    };
+    (word(bytes.first_chunk::<N>()), word(bytes.last_chunk::<N>()))
 }
 
 /// The bytes of a string of at most 24 bytes as three words, by overlapping loads: together
@@ -348,13 +351,28 @@ fn word4(bytes: &[u8], at: usize) -> u64 {
 #[inline(always)]
 fn words(bytes: &[u8]) -> [u64; 3] {
     let len = bytes.len();
-    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
     match len {
         0 => [0; 3],
-        1..=3 => [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0],
-        4..=8 => [word4(bytes, 0) | word4(bytes, len - 4) << 32, 0, 0],
-        9..=16 => [word8(bytes, 0), word8(bytes, len - 8), 0],
-        _ => [word8(bytes, 0), word8(bytes, 8), word8(bytes, len - 8)],
+        1..=3 => {
+            let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+            [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0]
+        }
+        4..=8 => {
+            let (first, last) = ends::<4>(bytes);
+            [first | last << 32, 0, 0]
+        }
+        9..=16 => {
+            let (first, last) = ends::<8>(bytes);
+            [first, last, 0]
+        }
+        _ => {
+            let (first, last) = ends::<8>(bytes);
+            let middle = bytes
+                .get(8..)
+                .and_then(<[u8]>::first_chunk::<8>)
+                .map_or(0, |c| u64::from_le_bytes(*c));
+            [first, middle, last]
+        }
     }
 }
 
@@ -378,10 +396,8 @@ impl<'py> StringCache<'py> {
     fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<usize> {
         let key = words(bytes);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let matches = |slot: &LongSlot<'py>| {
-            slot.as_ref()
-                .is_some_and(|(cached, cached_len, _)| same(cached, &key) && *cached_len == len)
-        };
+        let matches =
+            |(cached, cached_len, _): &TrailSlot<'py>| same(cached, &key) && *cached_len == len;
         if self.next >= self.trail.len() {
             self.next = 0;
         }
@@ -398,7 +414,7 @@ impl<'py> StringCache<'py> {
         if self.trail.len() >= TRAIL_LEN {
             self.trail.clear();
         }
-        self.trail.push(Some((key, len, obj)));
+        self.trail.push((key, len, obj));
         self.next = self.trail.len();
         Ok(self.trail.len() - 1)
     }
@@ -406,7 +422,7 @@ impl<'py> StringCache<'py> {
     /// The key at `index` of the trail (see [`StringCache::key`]).
     #[inline(always)]
     fn held(&self, index: usize) -> Option<&Bound<'py, PyString>> {
-        self.trail.get(index)?.as_ref().map(|(_, _, obj)| obj)
+        self.trail.get(index).map(|(_, _, obj)| obj)
     }
 
     /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
@@ -543,13 +559,6 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     }
     #[inline(always)]
     fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
-        if !self.share_keys
-            || opcode != op::PY3STRING
-            || self.py3str_as_py2str
-            || data.len() > CACHED_STRING_LEN
-        {
-            return self.string(data, offset, opcode);
-        }
         match self.held_key(data, offset, opcode)? {
             Key::Value(key) => Ok(key),
             key @ Key::Held(_) => self.key_value(key),
@@ -557,11 +566,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     }
     #[inline(always)]
     fn held_key(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Key<Self::Value>> {
-        if self.share_keys
-            && opcode == op::PY3STRING
-            && !self.py3str_as_py2str
-            && data.len() <= CACHED_STRING_LEN
-        {
+        if self.cache_keys && opcode == op::PY3STRING && data.len() <= CACHED_STRING_LEN {
             if let Some(cache) = self.strings.as_mut() {
                 return Ok(Key::Held(cache.key(self.py, data)?));
             }
@@ -729,6 +734,7 @@ fn decode_with<'py>(
         channelfactory,
         strings: None,
         share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
+        cache_keys: data.len() >= SHARE_KEYS_INPUT_LEN && !strconfig.1,
     };
     if builder.share_keys {
         builder.strings = Some(StringCache::new());
