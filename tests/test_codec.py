@@ -530,9 +530,9 @@ def test_list_and_dict_shapes_match_upstream(upstream: UpstreamServer) -> None:
     assert oks > 1500
 
 
-def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
+def scalar_run_program(rng: random.Random, clean: bool = False, depth: int = 0) -> bytes:
     """A dict whose values are runs of scalars after a key, tuples of the encoder's shape
-    ("scalars, BUILDTUPLE n, SETITEM"), and short lists; unless ``clean``, near misses too
+    ("scalars, BUILDTUPLE n, SETITEM"), short lists and such dicts; unless ``clean``, near misses too
     (other counts or orders, runs too long, no SETITEM, a container, bad text or the end of the
     input in the middle)."""
     scalars = [
@@ -547,6 +547,11 @@ def scalar_run_program(rng: random.Random, clean: bool = False) -> bytes:
     out = b"J"
     for _ in range(rng.randrange(1, 4)):
         out += s(b"N", b"k%d" % rng.randrange(4))
+        if depth < 2 and rng.random() < 0.2:
+            # A dict as the value, with such items of its own.
+            out += scalar_run_program(rng, clean, depth + 1)
+            out += b"P" if clean or rng.random() < 0.9 else b""
+            continue
         if rng.random() < 0.3:
             # A short list: "NEWLIST n, (INT i, scalar, SETITEM)..., SETITEM", or near misses.
             n = rng.choice([0, 1, 2, 3, 4, 5])

@@ -1071,110 +1071,203 @@ fn small_list<B: Builder>(
     push_list_run(builder, stack, run, len, offset)
 }
 
-/// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
-/// right away, as many as come in a row with text keys; otherwise the key waits on the stack.
+/// A key pushed onto a dict. The encoder's dict items ("key, value, SETITEM") are stored right
+/// away, as many as come in a row with text keys, for values that are scalars, tuples of
+/// scalars, short lists and dicts of such items (see [`dict_items`]); otherwise the key, and
+/// what was read of its value, wait on the stack.
 #[inline(always)]
 fn dict_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     r: &mut Reader<'_>,
-    mut key: Key<B::Value>,
+    key: Key<B::Value>,
 ) -> Result<(), B::Error> {
-    let pending = 'items: {
-        let Some(Entry {
+    let stopped = match stack.last_mut() {
+        Some(Entry {
             value: Some(dict), ..
-        }) = stack.last_mut()
-        else {
-            break 'items None;
-        };
-        loop {
-            let Some(first) = scalar(builder, r)? else {
-                if B::EAGER_LISTS {
-                    // A short list ("NEWLIST n", items, SETITEM) is built right away too.
-                    if let Some(&[op::NEWLIST, a, b, c, d]) = r.rest.first_chunk::<5>() {
-                        let len =
-                            usize::try_from(i32::from_be_bytes([a, b, c, d])).unwrap_or(RUN + 1);
-                        if len <= RUN && len <= r.remaining() - 5 {
-                            let offset = r.offset();
-                            r.skip(5);
-                            let run = read_list_run(builder, r, len)?;
-                            if run.items.len != len
-                                || run.rest.is_some()
-                                || r.peek() != Some(op::SETITEM)
-                            {
-                                break 'items Some(Unfinished::List(run, len, offset));
-                            }
-                            let list = builder.list_of(run.items, offset)?;
-                            let offset = r.offset();
-                            r.bump();
-                            builder.dict_put(dict, key, list, offset)?;
-                            match next_key(builder, r)? {
-                                Some(next) => {
-                                    key = next;
-                                    continue;
-                                }
-                                None => return Ok(()),
-                            }
-                        }
-                    }
-                }
-                break 'items None;
-            };
-            let value = if r.peek() == Some(op::SETITEM) {
-                first
-            } else {
-                // A tuple of scalars ("scalars, BUILDTUPLE n, SETITEM") is built right away.
-                let mut run = Run {
-                    items: [Some(first), None, None, None],
-                    len: 1,
-                    next: 0,
-                };
-                while run.len < RUN && !r.at_tuple_item(run.len) {
-                    let Some(item) = scalar(builder, r)? else {
-                        break;
-                    };
-                    if let Some(slot) = run.items.get_mut(run.len) {
-                        *slot = Some(item);
-                    }
-                    run.len += 1;
-                }
-                if !r.at_tuple_item(run.len) {
-                    break 'items Some(Unfinished::Scalars(run));
-                }
-                r.skip(5);
-                builder.tuple(run)?
-            };
-            // At the SETITEM.
-            let offset = r.offset();
-            r.bump();
-            builder.dict_put(dict, key, value, offset)?;
-            match next_key(builder, r)? {
-                Some(next) => key = next,
-                None => return Ok(()),
-            }
-        }
+        }) => dict_items(builder, r, dict, key)?,
+        _ => Some(Stopped::Value(key, None)),
     };
-    stack.push(Entry::new(builder.key_value(key)?, 1));
-    match pending {
-        Some(Unfinished::Scalars(run)) => {
-            for value in run {
-                stack.push(Entry::new(value, 1));
-            }
-        }
-        Some(Unfinished::List(run, len, offset)) => {
-            push_list_run(builder, stack, run, len, offset)?
-        }
-        None => {}
+    match stopped {
+        Some(stopped) => push_stopped(builder, stack, stopped),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// What [`dict_item`] read of a value that it does not store itself, for the stack.
+/// What [`item_value`] read of a value that it does not make itself, for the stack.
 enum Unfinished<V> {
     /// Scalars in a row.
     Scalars(Run<V>),
     /// A short list (its length and offset) and what was read of its items.
     List(ListRun<V>, usize, usize),
+}
+
+/// A dict value read by [`item_value`].
+enum Item<V> {
+    /// Complete, with `SETITEM` next (not consumed).
+    Ready(V),
+    /// Read in part.
+    Partial(Unfinished<V>),
+    /// Nothing read: not a scalar, a tuple of scalars or a short list.
+    Other,
+}
+
+/// Where [`dict_items`] stopped, for the stack.
+enum Stopped<V> {
+    /// At a key, with what was read of its value.
+    Value(Key<V>, Option<Unfinished<V>>),
+    /// At a key whose value is a dict read in part: the key, the dict, and where the dict's
+    /// own items stopped (`None`: they ended but no `SETITEM` followed).
+    Nested(V, V, Option<(Key<V>, Option<Unfinished<V>>)>),
+}
+
+/// Reads a dict value that is a scalar, a tuple of scalars ("scalars, BUILDTUPLE n, SETITEM")
+/// or a short list ("NEWLIST n, its items, SETITEM"), up to the `SETITEM`.
+#[inline(always)]
+fn item_value<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Item<B::Value>, B::Error> {
+    if let Some(first) = scalar(builder, r)? {
+        if r.peek() == Some(op::SETITEM) {
+            return Ok(Item::Ready(first));
+        }
+        let mut run = Run {
+            items: [Some(first), None, None, None],
+            len: 1,
+            next: 0,
+        };
+        while run.len < RUN && !r.at_tuple_item(run.len) {
+            let Some(item) = scalar(builder, r)? else {
+                break;
+            };
+            if let Some(slot) = run.items.get_mut(run.len) {
+                *slot = Some(item);
+            }
+            run.len += 1;
+        }
+        if !r.at_tuple_item(run.len) {
+            return Ok(Item::Partial(Unfinished::Scalars(run)));
+        }
+        r.skip(5);
+        return Ok(Item::Ready(builder.tuple(run)?));
+    }
+    if B::EAGER_LISTS {
+        if let Some(&[op::NEWLIST, a, b, c, d]) = r.rest.first_chunk::<5>() {
+            let len = usize::try_from(i32::from_be_bytes([a, b, c, d])).unwrap_or(RUN + 1);
+            if len <= RUN && len <= r.remaining() - 5 {
+                let offset = r.offset();
+                r.skip(5);
+                let run = read_list_run(builder, r, len)?;
+                if run.items.len != len || run.rest.is_some() || r.peek() != Some(op::SETITEM) {
+                    return Ok(Item::Partial(Unfinished::List(run, len, offset)));
+                }
+                return Ok(Item::Ready(builder.list_of(run.items, offset)?));
+            }
+        }
+    }
+    Ok(Item::Other)
+}
+
+/// Stores the items of `dict` that come in a row from `key` on, with values [`item_value`]
+/// reads. `None` when no further key follows, else where it stopped.
+#[inline(always)]
+fn flat_items<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    dict: &mut B::Value,
+    mut key: Key<B::Value>,
+) -> Result<Option<(Key<B::Value>, Option<Unfinished<B::Value>>)>, B::Error> {
+    loop {
+        let value = match item_value(builder, r)? {
+            Item::Ready(value) => value,
+            Item::Partial(unfinished) => return Ok(Some((key, Some(unfinished)))),
+            Item::Other => return Ok(Some((key, None))),
+        };
+        let offset = r.offset();
+        r.bump();
+        builder.dict_put(dict, key, value, offset)?;
+        match next_key(builder, r)? {
+            Some(next) => key = next,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// [`flat_items`], with dict values whose own items [`flat_items`] stores (one level).
+#[inline(always)]
+fn dict_items<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    dict: &mut B::Value,
+    mut key: Key<B::Value>,
+) -> Result<Option<Stopped<B::Value>>, B::Error> {
+    loop {
+        let value = match item_value(builder, r)? {
+            Item::Ready(value) => value,
+            Item::Partial(unfinished) => return Ok(Some(Stopped::Value(key, Some(unfinished)))),
+            Item::Other if r.peek() == Some(op::NEWDICT) => {
+                r.bump();
+                // The inner keys may replace a held key: this one is made now.
+                let outer = builder.key_value(key)?;
+                let mut inner = builder.dict()?;
+                if let Some(first) = next_key(builder, r)? {
+                    if let Some(stop) = flat_items(builder, r, &mut inner, first)? {
+                        return Ok(Some(Stopped::Nested(outer, inner, Some(stop))));
+                    }
+                }
+                if r.peek() != Some(op::SETITEM) {
+                    return Ok(Some(Stopped::Nested(outer, inner, None)));
+                }
+                key = Key::Value(outer);
+                inner
+            }
+            Item::Other => return Ok(Some(Stopped::Value(key, None))),
+        };
+        let offset = r.offset();
+        r.bump();
+        builder.dict_put(dict, key, value, offset)?;
+        match next_key(builder, r)? {
+            Some(next) => key = next,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Pushes a key and what was read of its value.
+fn push_key_value<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    key: Key<B::Value>,
+    value: Option<Unfinished<B::Value>>,
+) -> Result<(), B::Error> {
+    stack.push(Entry::new(builder.key_value(key)?, 1));
+    match value {
+        Some(Unfinished::Scalars(run)) => {
+            for value in run {
+                stack.push(Entry::new(value, 1));
+            }
+            Ok(())
+        }
+        Some(Unfinished::List(run, len, offset)) => push_list_run(builder, stack, run, len, offset),
+        None => Ok(()),
+    }
+}
+
+/// Pushes where [`dict_items`] stopped, as the general machine would have left the stack.
+fn push_stopped<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    stopped: Stopped<B::Value>,
+) -> Result<(), B::Error> {
+    match stopped {
+        Stopped::Value(key, value) => push_key_value(builder, stack, key, value),
+        Stopped::Nested(key, dict, stop) => {
+            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(dict, DICT_FLAG | 1));
+            match stop {
+                Some((key, value)) => push_key_value(builder, stack, key, value),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 /// The next dict key, if text comes next.
