@@ -343,7 +343,10 @@ fn ends<const N: usize>(bytes: &[u8]) -> (u64, u64) {
             u64::from_le_bytes(w)
         })
     };
-    (word(bytes.first_chunk::<N>()), word(bytes.last_chunk::<N>()))
+    (
+        word(bytes.first_chunk::<N>()),
+        word(bytes.last_chunk::<N>()),
+    )
 }
 
 /// The bytes of a string of at most 24 bytes as three words, by overlapping loads: together
