@@ -1112,13 +1112,16 @@ enum Item<V> {
     Other,
 }
 
+/// A key, and what was read of its value.
+type Stop<V> = (Key<V>, Option<Unfinished<V>>);
+
 /// Where [`dict_items`] stopped, for the stack.
 enum Stopped<V> {
     /// At a key, with what was read of its value.
     Value(Key<V>, Option<Unfinished<V>>),
     /// At a key whose value is a dict read in part: the key, the dict, and where the dict's
     /// own items stopped (`None`: they ended but no `SETITEM` followed).
-    Nested(V, V, Option<(Key<V>, Option<Unfinished<V>>)>),
+    Nested(V, V, Option<Stop<V>>),
 }
 
 /// Reads a dict value that is a scalar, a tuple of scalars ("scalars, BUILDTUPLE n, SETITEM")
@@ -1174,7 +1177,7 @@ fn flat_items<B: Builder>(
     r: &mut Reader<'_>,
     dict: &mut B::Value,
     mut key: Key<B::Value>,
-) -> Result<Option<(Key<B::Value>, Option<Unfinished<B::Value>>)>, B::Error> {
+) -> Result<Option<Stop<B::Value>>, B::Error> {
     loop {
         let value = match item_value(builder, r)? {
             Item::Ready(value) => value,
