@@ -921,26 +921,39 @@ fn list_item<B: Builder>(
     r: &mut Reader<'_>,
     mut v: i32,
 ) -> Result<(), B::Error> {
-    let pending_value = 'items: {
+    let pending = 'items: {
         let Some(Entry {
             value: Some(list),
             meta,
             aux,
         }) = stack.last_mut()
         else {
-            break 'items None;
+            break 'items ListPending::Nothing;
         };
         let len = list_len(*meta);
         loop {
             if *aux >= len || *aux != v as u32 {
-                break 'items None;
+                break 'items ListPending::Nothing;
             }
-            let Some(value) = scalar(builder, r)? else {
-                break 'items None;
+            let value = match scalar(builder, r)? {
+                Some(value) if r.peek() == Some(op::SETITEM) => value,
+                Some(value) => break 'items ListPending::Value(value),
+                // A dict item: its items are stored as they come, as in [`dict_item`].
+                None if r.peek() == Some(op::NEWDICT) => {
+                    r.bump();
+                    let mut dict = builder.dict()?;
+                    if let Some(first) = next_key(builder, r)? {
+                        if let Some(stopped) = dict_items(builder, r, &mut dict, first)? {
+                            break 'items ListPending::Dict(dict, Some(stopped));
+                        }
+                    }
+                    if r.peek() != Some(op::SETITEM) {
+                        break 'items ListPending::Dict(dict, None);
+                    }
+                    dict
+                }
+                None => break 'items ListPending::Nothing,
             };
-            if r.peek() != Some(op::SETITEM) {
-                break 'items Some(value);
-            }
             r.bump();
             builder.list_put(list, *aux as usize, value)?;
             *aux += 1;
@@ -960,10 +973,30 @@ fn list_item<B: Builder>(
         meta: INT_FLAG | 1,
         aux: v as u32,
     });
-    if let Some(value) = pending_value {
-        stack.push(Entry::new(value, 1));
+    match pending {
+        ListPending::Nothing => Ok(()),
+        ListPending::Value(value) => {
+            stack.push(Entry::new(value, 1));
+            Ok(())
+        }
+        ListPending::Dict(dict, stopped) => {
+            stack.push(Entry::new(dict, DICT_FLAG | 1));
+            match stopped {
+                Some(stopped) => push_stopped(builder, stack, stopped),
+                None => Ok(()),
+            }
+        }
     }
-    Ok(())
+}
+
+/// What [`list_item`] read of an item it does not store itself, after the index.
+enum ListPending<V> {
+    /// Nothing.
+    Nothing,
+    /// A scalar, not followed by `SETITEM`.
+    Value(V),
+    /// A dict read in part, and where its items stopped (see [`dict_items`]).
+    Dict(V, Option<Stopped<V>>),
 }
 
 /// The items of a list of at most [`RUN`] slots read ahead (see [`small_list`]), and where
