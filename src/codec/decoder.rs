@@ -1,15 +1,17 @@
 //! The decoder: a stack machine over the opcodes, driving a [`Builder`] that makes the values.
 //!
-//! It never recurses and never allocates more than the input justifies: a length operand larger
-//! than the rest of the input reads what is there (as reading from a byte stream does), and a
-//! list declared longer than the rest of the input is kept as a sparse "lazy" list until it is
-//! complete.
+//! It never recurses beyond a fixed depth (the shortcuts below read one level of nested dicts)
+//! and never allocates more than the input justifies: a length operand larger than the rest of
+//! the input reads what is there (as reading from a byte stream does), and a list declared
+//! longer than the rest of the input is kept as a sparse "lazy" list until it is complete.
 //!
 //! The encoder's own shapes take shortcuts with the same results: a list item ("INT index, a
-//! scalar, SETITEM" for the next slot) is set in place and a dict item ("key, a scalar,
-//! SETITEM") stored at once, in a loop over the items that follow, without the stack; list
-//! indices need no int objects; lists are made when declared (for builders with
-//! [`Builder::EAGER_LISTS`]) and their slots set in order.
+//! value, SETITEM" for the next slot) is set in place and a dict item ("key, a value, SETITEM")
+//! stored at once, in a loop over the items that follow, without the stack, for values that are
+//! scalars, tuples of scalars, short lists and (one level down) dicts of such items; list indices
+//! need no int objects; lists are made when declared (for builders with
+//! [`Builder::EAGER_LISTS`]; short ones from their items) and their slots set in order. Where
+//! the input leaves these shapes, the stack holds what the general machine would hold there.
 
 use std::collections::BTreeMap;
 
