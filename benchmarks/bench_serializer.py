@@ -19,7 +19,13 @@ upstream), and the best call is reported, with the medians' ratio as a second vi
 noise. Correctness is recorded: our bytes must equal upstream's and both must decode back to
 the input.
 
-Usage: ``python benchmarks/bench_serializer.py [--quick] [--json PATH]``
+``--alternate N`` instead runs only the big ``loads`` against ``pickle.loads``, alternating
+call by call for N rounds and timing CPU time (``time.process_time``), the decode alone and the
+decode with the freeing of its result: a quieter view of that one ratio. ``--baseline SO`` adds
+another build of the extension (a ``_core.abi3.so`` file) to the alternation, to compare builds.
+
+Usage: ``python benchmarks/bench_serializer.py [--quick] [--json PATH] [--cpu N]
+[--alternate N [--baseline SO]]``
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pickle
 import platform
 import statistics
 import sys
+import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -92,15 +99,87 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_extension(path: str) -> ModuleType:
+    """Another build of ``execnet._core`` from its shared library file, as module ``_core``."""
+    spec = importlib.util.spec_from_file_location("_core", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def alternate(rounds: int, baseline: str | None) -> int:
+    """Big ``loads`` alternating with ``pickle.loads`` (and a baseline build), CPU time."""
+    from execnet import _core
+
+    big = [record(i) for i in range(10_000)]
+    data = _core.dumps(big)
+    pickled = pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL)
+    impls: dict[str, Callable[[], Any]] = {}
+    if baseline is not None:
+        base = load_extension(baseline)
+        if base.loads(data) != big:
+            return 1
+        impls["baseline"] = lambda: base.loads(data)
+    impls["execnet-rs"] = lambda: _core.loads(data)
+    impls["pickle"] = lambda: pickle.loads(pickled)
+    if _core.loads(data) != big or pickle.loads(pickled) != big:
+        return 1
+    decode: dict[str, list[float]] = {name: [] for name in impls}
+    total: dict[str, list[float]] = {name: [] for name in impls}
+    clock = time.process_time
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, func in impls.items():
+                start = clock()
+                result = func()
+                built = clock()
+                del result
+                freed = clock()
+                decode[name].append(built - start)
+                total[name].append(freed - start)
+    finally:
+        if enabled:
+            gc.enable()
+    print(f"big loads alternating, {rounds} rounds, CPU time, GC off; load average")
+    print(f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| implementation | decode best / median | decode+free best / median |")
+    print("|---|---|---|")
+    for name in impls:
+        d, t = decode[name], total[name]
+        print(
+            f"| {name} | {min(d) * 1e3:.2f} / {statistics.median(d) * 1e3:.2f} ms | "
+            f"{min(t) * 1e3:.2f} / {statistics.median(t) * 1e3:.2f} ms |"
+        )
+    print()
+    for name in impls:
+        if name == "pickle":
+            continue
+        for label, res in (("decode", decode), ("decode+free", total)):
+            best = min(res["pickle"]) / min(res[name])
+            median = statistics.median(res["pickle"]) / statistics.median(res[name])
+            print(f"pickle / {name}, {label}: best {best:.3f}x, medians {median:.3f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, few repeats (CI)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    parser.add_argument(
+        "--alternate", type=int, metavar="N", help="only big loads vs pickle, N rounds"
+    )
+    parser.add_argument("--baseline", metavar="SO", help="another build's _core.abi3.so")
     args = parser.parse_args(argv)
 
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    if args.alternate is not None:
+        return alternate(args.alternate, args.baseline)
     from execnet import _core
 
     upstream = load_upstream()

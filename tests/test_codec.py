@@ -530,6 +530,87 @@ def test_list_and_dict_shapes_match_upstream(upstream: UpstreamServer) -> None:
     assert oks > 1500
 
 
+def scalar_run_program(rng: random.Random, clean: bool = False, depth: int = 0) -> bytes:
+    """A dict whose values are runs of scalars after a key, tuples of the encoder's shape
+    ("scalars, BUILDTUPLE n, SETITEM"), short lists and such dicts; unless ``clean``, near misses too
+    (other counts or orders, runs too long, no SETITEM, a container, bad text or the end of the
+    input in the middle)."""
+    scalars = [
+        b"L",
+        b"R",
+        b"F" + I4(rng.randrange(-3, 300)),
+        b"D" + struct.pack("!d", 1.5),
+        s(b"N", b"w%d" % rng.randrange(3)),
+        s(b"N", b"\xff"),
+        b"H" + I4(2) + b"1x",
+    ]
+    out = b"J"
+    for _ in range(rng.randrange(1, 4)):
+        out += s(b"N", b"k%d" % rng.randrange(4))
+        if depth < 2 and rng.random() < 0.2:
+            # A dict as the value, with such items of its own.
+            out += scalar_run_program(rng, clean, depth + 1)
+            out += b"P" if clean or rng.random() < 0.9 else b""
+            continue
+        if rng.random() < 0.3:
+            # A short list: "NEWLIST n, (INT i, scalar, SETITEM)..., SETITEM", or near misses.
+            n = rng.choice([0, 1, 2, 3, 4, 5])
+            out += b"K" + I4(n)
+            order = list(range(n))
+            if not clean and rng.random() < 0.3:
+                order = rng.choice([order[:-1], order[::-1], [*order, 0]])
+            for i in order:
+                item = b"F" + I4(i) + rng.choice(scalars[:5])
+                if not clean and rng.random() < 0.05:
+                    item = b"F" + I4(i) + b"J"
+                out += item + (b"P" if clean or rng.random() < 0.95 else b"")
+            out += b"P" if clean or rng.random() < 0.9 else b""
+            continue
+        k = rng.choice([1, 2, 3, 4, 5, 6])
+        pool = scalars[:5] if clean or rng.random() < 0.9 else scalars
+        out += b"".join(rng.choice(pool) for _ in range(k))
+        if clean:
+            out += b"@" + I4(k) + b"P"
+            continue
+        if rng.random() < 0.1:
+            out += b"K" + I4(0)
+        n = rng.choice([k, k, k, k - 1, k + 1, 0, -1])
+        out += b"@" + I4(n) if rng.random() < 0.9 else b""
+        out += b"P" if rng.random() < 0.9 else b"L"
+    return out
+
+
+@pytest.mark.parametrize("size", ["small", "listed", "large"])
+def test_scalar_runs_and_short_lists_after_dict_keys_match_upstream(
+    upstream: UpstreamServer, size: str
+) -> None:
+    rng = random.Random(5)
+    programs = [scalar_run_program(rng, clean=size == "large") for _ in range(1500)]
+    if size == "small":
+        inputs = [b"\x02" + p + b"Q" for p in programs]
+    elif size == "listed":
+        # As the item of a list ("INT 0, the dict, SETITEM", the SETITEM sometimes missing).
+        inputs = [
+            b"\x02K" + I4(1) + b"F" + I4(0) + p + (b"P" if rng.random() < 0.9 else b"") + b"Q"
+            for p in programs
+        ]
+    else:
+        # Inside a list of many such dicts: over the size where repeated keys are shared.
+        inputs = []
+        for start in range(0, len(programs), 50):
+            group = programs[start : start + 50]
+            items = b"".join(b"F" + I4(i) + p + b"P" for i, p in enumerate(group))
+            inputs.append(b"\x02K" + I4(len(group)) + items + b"Q")
+        assert min(map(len, inputs)) > 1024
+    cut = [data[: rng.randrange(len(data))] for data in inputs[:200]]
+    theirs = upstream.call(("loads", [(data, {}) for data in inputs + cut]))
+    oks = 0
+    for data, their in zip(inputs + cut, theirs, strict=True):
+        assert same_outcome(outcome(_core.loads, data), their), (data, their)
+        oks += their[0] == "ok"
+    assert oks > (25 if size == "large" else 100)
+
+
 def test_error_classes_are_gateway_base_ones() -> None:
     with pytest.raises(gateway_base.LoadError, match="wrong dumpformat version"):
         _core.loads(b"\x01")

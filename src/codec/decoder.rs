@@ -1,15 +1,17 @@
 //! The decoder: a stack machine over the opcodes, driving a [`Builder`] that makes the values.
 //!
-//! It never recurses and never allocates more than the input justifies: a length operand larger
-//! than the rest of the input reads what is there (as reading from a byte stream does), and a
-//! list declared longer than the rest of the input is kept as a sparse "lazy" list until it is
-//! complete.
+//! It never recurses beyond a fixed depth (the shortcuts below read one level of nested dicts)
+//! and never allocates more than the input justifies: a length operand larger than the rest of
+//! the input reads what is there (as reading from a byte stream does), and a list declared
+//! longer than the rest of the input is kept as a sparse "lazy" list until it is complete.
 //!
 //! The encoder's own shapes take shortcuts with the same results: a list item ("INT index, a
-//! scalar, SETITEM" for the next slot) is set in place and a dict item ("key, a scalar,
-//! SETITEM") stored at once, in a loop over the items that follow, without the stack; list
-//! indices need no int objects; lists are made when declared (for builders with
-//! [`Builder::EAGER_LISTS`]) and their slots set in order.
+//! value, SETITEM" for the next slot) is set in place and a dict item ("key, a value, SETITEM")
+//! stored at once, in a loop over the items that follow, without the stack, for values that are
+//! scalars, tuples of scalars, short lists and (one level down) dicts of such items; list indices
+//! need no int objects; lists are made when declared (for builders with
+//! [`Builder::EAGER_LISTS`]; short ones from their items) and their slots set in order. Where
+//! the input leaves these shapes, the stack holds what the general machine would hold there.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +70,36 @@ pub trait Builder {
     ) -> Result<Self::Value, Self::Error> {
         self.string(data, offset, opcode)
     }
+    /// [`Builder::key_string`] for a key that is stored right away with [`Builder::dict_put`]:
+    /// builders may keep the key themselves and hand out a [`Key::Held`] instead (valid until
+    /// the next call of this method).
+    fn held_key(
+        &mut self,
+        data: &[u8],
+        offset: usize,
+        opcode: u8,
+    ) -> Result<Key<Self::Value>, Self::Error> {
+        self.key_string(data, offset, opcode).map(Key::Value)
+    }
+    /// The value of a key from [`Builder::held_key`].
+    fn key_value(&mut self, key: Key<Self::Value>) -> Result<Self::Value, Self::Error> {
+        match key {
+            Key::Value(value) => Ok(value),
+            Key::Held(_) => self.none(),
+        }
+    }
+    /// `dict[key] = value` for a dict from [`Builder::dict`] and a key from
+    /// [`Builder::held_key`].
+    fn dict_put(
+        &mut self,
+        dict: &mut Self::Value,
+        key: Key<Self::Value>,
+        value: Self::Value,
+        offset: usize,
+    ) -> Result<(), Self::Error> {
+        let key = self.key_value(key)?;
+        self.set_item(dict, key, value, false, offset)
+    }
     /// `CHANNEL`.
     fn channel(&mut self, id: i32, offset: usize) -> Result<Self::Value, Self::Error>;
     /// An empty dict.
@@ -114,6 +146,18 @@ pub trait Builder {
         }
         Ok(list)
     }
+    /// A list of exactly `items`, known before it is made (short lists in the encoder's shape,
+    /// for builders with [`Builder::EAGER_LISTS`]). The default fills [`Builder::list_new`].
+    fn list_of<I>(&mut self, items: I, offset: usize) -> Result<Self::Value, Self::Error>
+    where
+        I: ExactSizeIterator<Item = Self::Value>,
+    {
+        let mut list = self.list_new(items.len(), offset)?;
+        for (index, value) in items.enumerate() {
+            self.list_put(&mut list, index, value)?;
+        }
+        Ok(list)
+    }
     /// A tuple of `items`.
     fn tuple<I>(&mut self, items: I) -> Result<Self::Value, Self::Error>
     where
@@ -152,6 +196,14 @@ pub trait Builder {
         let key = self.int(index)?;
         self.set_item(target, key, value, false, offset)
     }
+}
+
+/// A dict key from [`Builder::held_key`].
+pub enum Key<V> {
+    /// The key itself.
+    Value(V),
+    /// A key the builder holds, by the builder's own number.
+    Held(usize),
 }
 
 /// Normalizes a Python list index (possibly negative) for a list of `len` entries, as
@@ -262,23 +314,40 @@ impl<V> Entries<V> {
     }
 }
 
+/// The input and the part of it not read yet. Reads split the rest (one length check each).
 struct Reader<'a> {
     data: &'a [u8],
-    pos: usize,
+    rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    #[inline]
+    /// The position of the next byte in the input.
+    #[inline(always)]
+    fn offset(&self) -> usize {
+        // `rest` is a suffix of `data`.
+        self.data.len().wrapping_sub(self.rest.len())
+    }
+
+    /// The next byte, not consumed.
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    /// Consumes one byte (the one [`Reader::peek`] saw).
+    #[inline(always)]
+    fn bump(&mut self) {
+        if let Some((_, rest)) = self.rest.split_first() {
+            self.rest = rest;
+        }
+    }
+
+    #[inline(always)]
     fn fixed<const N: usize>(&mut self, offset: usize, opcode: u8) -> Result<[u8; N], DecodeError> {
-        let end = self.pos.saturating_add(N);
-        match self
-            .data
-            .get(self.pos..end)
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-        {
-            Some(bytes) => {
-                self.pos = end;
-                Ok(bytes)
+        match self.rest.split_first_chunk::<N>() {
+            Some((bytes, rest)) => {
+                self.rest = rest;
+                Ok(*bytes)
             }
             None => Err(DecodeError::Truncated {
                 offset,
@@ -288,26 +357,45 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn int4(&mut self, offset: usize, opcode: u8) -> Result<i32, DecodeError> {
         self.fixed::<4>(offset, opcode).map(i32::from_be_bytes)
     }
 
+    #[inline(always)]
     fn float(&mut self, offset: usize, opcode: u8) -> Result<f64, DecodeError> {
         self.fixed::<8>(offset, opcode).map(f64::from_be_bytes)
     }
 
     /// Up to `len` bytes; a negative length means "the rest" (byte-stream `read(-n)`).
-    #[inline]
+    #[inline(always)]
     fn chunk(&mut self, len: i32) -> &'a [u8] {
-        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let rest = self.rest;
         let take = usize::try_from(len).map_or(rest.len(), |n| n.min(rest.len()));
-        self.pos += take;
-        rest.get(..take).unwrap_or_default()
+        let (chunk, rest) = rest.split_at_checked(take).unwrap_or((rest, &[]));
+        self.rest = rest;
+        chunk
     }
 
     fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
+        self.rest.len()
+    }
+
+    /// Whether the input continues with `BUILDTUPLE n` then `SETITEM`.
+    #[inline(always)]
+    fn at_tuple_item(&self, n: usize) -> bool {
+        match self.rest.first_chunk::<6>() {
+            Some(&[op::BUILDTUPLE, a, b, c, d, op::SETITEM]) => {
+                usize::try_from(i32::from_be_bytes([a, b, c, d])) == Ok(n)
+            }
+            _ => false,
+        }
+    }
+
+    /// Consumes `n` bytes (that the caller has seen).
+    #[inline(always)]
+    fn skip(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
     }
 }
 
@@ -445,6 +533,31 @@ impl<V, I: Iterator<Item = Entry<V>>> Iterator for Values<I> {
 
 impl<V, I: ExactSizeIterator<Item = Entry<V>>> ExactSizeIterator for Values<I> {}
 
+/// Scalars that came in a row after a dict key, at most [`RUN`]: the items of a tuple value.
+struct Run<V> {
+    items: [Option<V>; RUN],
+    len: usize,
+    next: usize,
+}
+
+/// The longest tuple of scalars that a dict value is built from directly (see [`dict_item`]).
+const RUN: usize = 4;
+
+impl<V> Iterator for Run<V> {
+    type Item = V;
+    fn next(&mut self) -> Option<V> {
+        let item = self.items.get_mut(self.next)?.take();
+        self.next += 1;
+        item
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len.saturating_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl<V> ExactSizeIterator for Run<V> {}
+
 /// Where `BUILDTUPLE`/`SET`/`FROZENSET` with count `n` start taking entries: the last `n`
 /// (all if fewer); for a negative `n`, everything from index `-n` on (Python's `stack[-n:]`).
 fn collection_start(stack_len: usize, n: i32) -> usize {
@@ -483,6 +596,55 @@ fn put_index<B: Builder>(
         Some(target) => builder.set_index(target, index, value, offset),
         None => Err(DecodeError::SetItemUnderflow { offset }.into()),
     }
+}
+
+/// `SETITEM` in the encoder's shapes, without pending lists: a complete value stored into a
+/// dict under a hashable key, or into a list's next slot. `false`, with nothing done, for
+/// everything else (the general [`set_item`] then runs).
+#[inline(always)]
+fn set_item_fast<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    offset: usize,
+) -> Result<bool, B::Error> {
+    let [.., target, key, value] = stack.as_slice() else {
+        return Ok(false);
+    };
+    let value_done =
+        value.value.is_some() && (value.meta & LIST_FLAG == 0 || value.aux >= list_len(value.meta));
+    if !value_done {
+        return Ok(false);
+    }
+    let into_dict = target.meta & DICT_FLAG != 0
+        && key.value.is_some()
+        && key.meta & LIST_FLAG == 0
+        && key.meta & DEPTH_MASK <= MAX_HASH_DEPTH;
+    let into_next_slot = !into_dict
+        && key.value.is_none()
+        && key.meta & INT_FLAG != 0
+        && target.meta & LIST_FLAG != 0
+        && target.aux == key.aux
+        && target.aux < list_len(target.meta);
+    if !(into_dict || into_next_slot) {
+        return Ok(false);
+    }
+    let (Some(value), Some(key)) = (stack.pop(), stack.pop()) else {
+        return Ok(false);
+    };
+    let (Some(value), Some(target)) = (value.value, stack.last_mut()) else {
+        return Ok(false);
+    };
+    let Some(container) = &mut target.value else {
+        return Ok(false);
+    };
+    match key.value {
+        Some(key) => builder.set_item(container, key, value, false, offset)?,
+        None => {
+            builder.list_put(container, target.aux as usize, value)?;
+            target.aux += 1;
+        }
+    }
+    Ok(true)
 }
 
 /// `SETITEM`: pops value and key, assigns into the entry below.
@@ -559,10 +721,10 @@ pub fn decode<B: Builder>(
     data: &[u8],
     versioned: bool,
 ) -> Result<B::Value, B::Error> {
-    let mut r = Reader { data, pos: 0 };
+    let mut r = Reader { data, rest: data };
     if versioned {
         match data.first() {
-            Some(&op::DUMPFORMAT_VERSION) => r.pos = 1,
+            Some(&op::DUMPFORMAT_VERSION) => r.bump(),
             found => {
                 return Err(DecodeError::WrongVersion {
                     found: found.copied(),
@@ -574,14 +736,14 @@ pub fn decode<B: Builder>(
     let mut stack: Stack<B::Value> = Vec::new();
     let mut pendings: Vec<Pending<B::Value>> = Vec::new();
     loop {
-        let offset = r.pos;
-        let Some(&opcode) = data.get(offset) else {
+        let offset = r.offset();
+        let Some(opcode) = r.peek() else {
             return Err(DecodeError::Eof { offset }.into());
         };
         let mut meta = 1;
         let value = match opcode {
             op::INT | op::LONG if stack.last().is_some_and(|e| e.meta & LIST_FLAG != 0) => {
-                r.pos += 1;
+                r.bump();
                 let v = r.int4(offset, opcode)?;
                 list_item(builder, &mut stack, &mut r, v)?;
                 continue;
@@ -589,30 +751,33 @@ pub fn decode<B: Builder>(
             op::PY2STRING | op::PY3STRING | op::UNICODE
                 if stack.last().is_some_and(|e| e.meta & DICT_FLAG != 0) =>
             {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let chunk = r.chunk(n);
-                let key = builder.key_string(chunk, offset, opcode)?;
+                let key = builder.held_key(chunk, offset, opcode)?;
                 dict_item(builder, &mut stack, &mut r, key)?;
                 continue;
             }
             op::CHANNEL => {
-                r.pos += 1;
+                r.bump();
                 let id = r.int4(offset, opcode)?;
                 builder.channel(id, offset)?
             }
             op::NEWDICT => {
-                r.pos += 1;
+                r.bump();
                 meta |= DICT_FLAG;
                 builder.dict()?
             }
             op::NEWLIST => {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let len = usize::try_from(n).unwrap_or(0);
                 let unfillable = len > r.remaining();
                 let eager_len = u32::try_from(len).ok().filter(|&n| n <= DEPTH_MASK);
-                if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable) {
+                if B::EAGER_LISTS && len <= RUN && !unfillable {
+                    small_list(builder, &mut stack, &mut r, len, offset)?;
+                } else if let Some(eager_len) = eager_len.filter(|_| B::EAGER_LISTS && !unfillable)
+                {
                     // Filled lists take at least one byte per item: the allocation is bounded
                     // by the input.
                     stack.push(Entry {
@@ -638,11 +803,13 @@ pub fn decode<B: Builder>(
                 continue;
             }
             op::BUILDTUPLE | op::SET | op::FROZENSET => {
-                r.pos += 1;
+                r.bump();
                 let n = r.int4(offset, opcode)?;
                 let start = collection_start(stack.len(), n);
                 let tuple = opcode == op::BUILDTUPLE;
-                realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
+                if !pendings.is_empty() {
+                    realize_from(builder, &mut stack, &mut pendings, start, !tuple)?;
+                }
                 let mut deepest = None;
                 for entry in stack.get_mut(start..).unwrap_or_default() {
                     settle(builder, entry)?;
@@ -659,8 +826,10 @@ pub fn decode<B: Builder>(
                 }
             }
             op::SETITEM => {
-                r.pos += 1;
-                set_item(builder, &mut stack, &mut pendings, offset)?;
+                r.bump();
+                if !(pendings.is_empty() && set_item_fast(builder, &mut stack, offset)?) {
+                    set_item(builder, &mut stack, &mut pendings, offset)?;
+                }
                 continue;
             }
             op::STOP => {
@@ -690,37 +859,37 @@ pub fn decode<B: Builder>(
 /// channel) and returns that; `None`, with nothing read, for other opcodes and at the end.
 #[inline(always)]
 fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::Value>, B::Error> {
-    let offset = r.pos;
-    let Some(&opcode) = r.data.get(offset) else {
+    let offset = r.offset();
+    let Some(opcode) = r.peek() else {
         return Ok(None);
     };
     let value = match opcode {
         op::NONE => {
-            r.pos += 1;
+            r.bump();
             builder.none()?
         }
         op::TRUE | op::FALSE => {
-            r.pos += 1;
+            r.bump();
             builder.boolean(opcode == op::TRUE)?
         }
         op::INT | op::LONG => {
-            r.pos += 1;
+            r.bump();
             let v = r.int4(offset, opcode)?;
             builder.int(v)?
         }
         op::FLOAT => {
-            r.pos += 1;
+            r.bump();
             let v = r.float(offset, opcode)?;
             builder.float(v)?
         }
         op::PY2STRING | op::PY3STRING | op::UNICODE => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let chunk = r.chunk(n);
             builder.string(chunk, offset, opcode)?
         }
         op::COMPLEX => {
-            r.pos += 1;
+            r.bump();
             let both = r.fixed::<16>(offset, opcode)?;
             let (re, im) = both.split_at(8);
             let re = <[u8; 8]>::try_from(re).map_or(0.0, f64::from_be_bytes);
@@ -728,13 +897,13 @@ fn scalar<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Option<B::V
             builder.complex(re, im)?
         }
         op::LONGINT | op::LONGLONG => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let literal = r.chunk(n);
             builder.long(literal, offset, opcode)?
         }
         op::BYTES => {
-            r.pos += 1;
+            r.bump();
             let n = r.int4(offset, opcode)?;
             let chunk = r.chunk(n);
             builder.bytes(chunk)?
@@ -754,87 +923,405 @@ fn list_item<B: Builder>(
     r: &mut Reader<'_>,
     mut v: i32,
 ) -> Result<(), B::Error> {
-    loop {
-        let deferred = Entry {
-            value: None,
-            meta: INT_FLAG | 1,
-            aux: v as u32,
-        };
-        let next_slot = stack
-            .last()
-            .is_some_and(|e| e.value.is_some() && e.aux < list_len(e.meta) && e.aux == v as u32);
-        if !next_slot {
-            stack.push(deferred);
-            return Ok(());
-        }
-        let Some(value) = scalar(builder, r)? else {
-            stack.push(deferred);
-            return Ok(());
-        };
+    let pending = 'items: {
         let Some(Entry {
             value: Some(list),
+            meta,
             aux,
-            ..
-        }) = stack
-            .last_mut()
-            .filter(|_| r.data.get(r.pos) == Some(&op::SETITEM))
+        }) = stack.last_mut()
         else {
-            stack.push(deferred);
-            stack.push(Entry::new(value, 1));
-            return Ok(());
+            break 'items ListPending::Nothing;
         };
-        r.pos += 1;
-        builder.list_put(list, *aux as usize, value)?;
-        *aux += 1;
-        // The next item?
-        let offset = r.pos;
-        match r.data.get(offset) {
-            Some(&opcode @ (op::INT | op::LONG)) => {
-                r.pos += 1;
-                v = r.int4(offset, opcode)?;
+        let len = list_len(*meta);
+        loop {
+            if *aux >= len || *aux != v as u32 {
+                break 'items ListPending::Nothing;
             }
-            _ => return Ok(()),
+            let value = match scalar(builder, r)? {
+                Some(value) if r.peek() == Some(op::SETITEM) => value,
+                Some(value) => break 'items ListPending::Value(value),
+                // A dict item: its items are stored as they come, as in [`dict_item`].
+                None if r.peek() == Some(op::NEWDICT) => {
+                    r.bump();
+                    let mut dict = builder.dict()?;
+                    if let Some(first) = next_key(builder, r)? {
+                        if let Some(stopped) = dict_items(builder, r, &mut dict, first)? {
+                            break 'items ListPending::Dict(dict, Some(stopped));
+                        }
+                    }
+                    if r.peek() != Some(op::SETITEM) {
+                        break 'items ListPending::Dict(dict, None);
+                    }
+                    dict
+                }
+                None => break 'items ListPending::Nothing,
+            };
+            r.bump();
+            builder.list_put(list, *aux as usize, value)?;
+            *aux += 1;
+            // The next item?
+            let offset = r.offset();
+            match r.peek() {
+                Some(opcode @ (op::INT | op::LONG)) => {
+                    r.bump();
+                    v = r.int4(offset, opcode)?;
+                }
+                _ => return Ok(()),
+            }
+        }
+    };
+    stack.push(Entry {
+        value: None,
+        meta: INT_FLAG | 1,
+        aux: v as u32,
+    });
+    match pending {
+        ListPending::Nothing => Ok(()),
+        ListPending::Value(value) => {
+            stack.push(Entry::new(value, 1));
+            Ok(())
+        }
+        ListPending::Dict(dict, stopped) => {
+            stack.push(Entry::new(dict, DICT_FLAG | 1));
+            match stopped {
+                Some(stopped) => push_stopped(builder, stack, stopped),
+                None => Ok(()),
+            }
         }
     }
 }
 
-/// A key pushed onto a dict. The encoder's dict items, "key, a scalar, SETITEM", are stored
-/// right away, as many as come in a row with text keys; otherwise the key waits on the stack.
+/// What [`list_item`] read of an item it does not store itself, after the index.
+enum ListPending<V> {
+    /// Nothing.
+    Nothing,
+    /// A scalar, not followed by `SETITEM`.
+    Value(V),
+    /// A dict read in part, and where its items stopped (see [`dict_items`]).
+    Dict(V, Option<Stopped<V>>),
+}
+
+/// The items of a list of at most [`RUN`] slots read ahead (see [`small_list`]), and where
+/// their shape ended: an index read and maybe its value.
+struct ListRun<V> {
+    items: Run<V>,
+    rest: Option<(i32, Option<V>)>,
+}
+
+/// Reads the items of a list of `len` (at most [`RUN`]) slots in the encoder's shape ("INT i,
+/// a scalar, SETITEM" for i = 0, 1, ...), up to where the input has another shape.
+#[inline(always)]
+fn read_list_run<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    len: usize,
+) -> Result<ListRun<B::Value>, B::Error> {
+    let mut items = Run {
+        items: [None, None, None, None],
+        len: 0,
+        next: 0,
+    };
+    while items.len < len {
+        let Some(&[op::INT | op::LONG, a, b, c, d]) = r.rest.first_chunk::<5>() else {
+            break;
+        };
+        let index = i32::from_be_bytes([a, b, c, d]);
+        if usize::try_from(index) != Ok(items.len) {
+            break;
+        }
+        r.skip(5);
+        let Some(value) = scalar(builder, r)? else {
+            return Ok(ListRun {
+                items,
+                rest: Some((index, None)),
+            });
+        };
+        if r.peek() != Some(op::SETITEM) {
+            return Ok(ListRun {
+                items,
+                rest: Some((index, Some(value))),
+            });
+        }
+        r.bump();
+        if let Some(slot) = items.items.get_mut(items.len) {
+            *slot = Some(value);
+        }
+        items.len += 1;
+    }
+    Ok(ListRun { items, rest: None })
+}
+
+/// Pushes a list of `len` (at most [`RUN`]) slots read by [`read_list_run`], as the eager path
+/// leaves it: the list with the items read set, then what was read of the next item.
+#[inline(always)]
+fn push_list_run<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    run: ListRun<B::Value>,
+    len: usize,
+    offset: usize,
+) -> Result<(), B::Error> {
+    // At most RUN: fits the length bits.
+    let meta = LIST_FLAG | (len as u32);
+    let ListRun { items, rest } = run;
+    let set = items.len as u32;
+    let list = if items.len == len {
+        builder.list_of(items, offset)?
+    } else {
+        let mut list = builder.list_new(len, offset)?;
+        for (index, value) in items.enumerate() {
+            builder.list_put(&mut list, index, value)?;
+        }
+        list
+    };
+    stack.push(Entry {
+        value: Some(list),
+        meta,
+        aux: set,
+    });
+    if let Some((index, value)) = rest {
+        stack.push(Entry {
+            value: None,
+            meta: INT_FLAG | 1,
+            aux: index as u32,
+        });
+        if let Some(value) = value {
+            stack.push(Entry::new(value, 1));
+        }
+    }
+    Ok(())
+}
+
+/// `NEWLIST n` (read) for a list of at most [`RUN`] slots: its items in the encoder's shape are
+/// read first and the list is made of them at once.
+#[inline(always)]
+fn small_list<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    r: &mut Reader<'_>,
+    len: usize,
+    offset: usize,
+) -> Result<(), B::Error> {
+    let run = read_list_run(builder, r, len)?;
+    push_list_run(builder, stack, run, len, offset)
+}
+
+/// A key pushed onto a dict. The encoder's dict items ("key, value, SETITEM") are stored right
+/// away, as many as come in a row with text keys, for values that are scalars, tuples of
+/// scalars, short lists and dicts of such items (see [`dict_items`]); otherwise the key, and
+/// what was read of its value, wait on the stack.
 #[inline(always)]
 fn dict_item<B: Builder>(
     builder: &mut B,
     stack: &mut Stack<B::Value>,
     r: &mut Reader<'_>,
-    mut key: B::Value,
+    key: Key<B::Value>,
 ) -> Result<(), B::Error> {
-    loop {
-        let Some(value) = scalar(builder, r)? else {
-            stack.push(Entry::new(key, 1));
-            return Ok(());
-        };
-        let offset = r.pos;
-        let Some(Entry {
+    let stopped = match stack.last_mut() {
+        Some(Entry {
             value: Some(dict), ..
-        }) = stack
-            .last_mut()
-            .filter(|_| r.data.get(offset) == Some(&op::SETITEM))
-        else {
-            stack.push(Entry::new(key, 1));
-            stack.push(Entry::new(value, 1));
-            return Ok(());
-        };
-        r.pos += 1;
-        builder.set_item(dict, key, value, false, offset)?;
-        // The next key?
-        let offset = r.pos;
-        match r.data.get(offset) {
-            Some(&opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
-                r.pos += 1;
-                let n = r.int4(offset, opcode)?;
-                let chunk = r.chunk(n);
-                key = builder.key_string(chunk, offset, opcode)?;
-            }
-            _ => return Ok(()),
+        }) => dict_items(builder, r, dict, key)?,
+        _ => Some(Stopped::Value(key, None)),
+    };
+    match stopped {
+        Some(stopped) => push_stopped(builder, stack, stopped),
+        None => Ok(()),
+    }
+}
+
+/// What [`item_value`] read of a value that it does not make itself, for the stack.
+enum Unfinished<V> {
+    /// Scalars in a row.
+    Scalars(Run<V>),
+    /// A short list (its length and offset) and what was read of its items.
+    List(ListRun<V>, usize, usize),
+}
+
+/// A dict value read by [`item_value`].
+enum Item<V> {
+    /// Complete, with `SETITEM` next (not consumed).
+    Ready(V),
+    /// Read in part.
+    Partial(Unfinished<V>),
+    /// Nothing read: not a scalar, a tuple of scalars or a short list.
+    Other,
+}
+
+/// A key, and what was read of its value.
+type Stop<V> = (Key<V>, Option<Unfinished<V>>);
+
+/// Where [`dict_items`] stopped, for the stack.
+enum Stopped<V> {
+    /// At a key, with what was read of its value.
+    Value(Key<V>, Option<Unfinished<V>>),
+    /// At a key whose value is a dict read in part: the key, the dict, and where the dict's
+    /// own items stopped (`None`: they ended but no `SETITEM` followed).
+    Nested(V, V, Option<Stop<V>>),
+}
+
+/// Reads a dict value that is a scalar, a tuple of scalars ("scalars, BUILDTUPLE n, SETITEM")
+/// or a short list ("NEWLIST n, its items, SETITEM"), up to the `SETITEM`.
+#[inline(always)]
+fn item_value<B: Builder>(builder: &mut B, r: &mut Reader<'_>) -> Result<Item<B::Value>, B::Error> {
+    if let Some(first) = scalar(builder, r)? {
+        if r.peek() == Some(op::SETITEM) {
+            return Ok(Item::Ready(first));
         }
+        let mut run = Run {
+            items: [Some(first), None, None, None],
+            len: 1,
+            next: 0,
+        };
+        while run.len < RUN && !r.at_tuple_item(run.len) {
+            let Some(item) = scalar(builder, r)? else {
+                break;
+            };
+            if let Some(slot) = run.items.get_mut(run.len) {
+                *slot = Some(item);
+            }
+            run.len += 1;
+        }
+        if !r.at_tuple_item(run.len) {
+            return Ok(Item::Partial(Unfinished::Scalars(run)));
+        }
+        r.skip(5);
+        return Ok(Item::Ready(builder.tuple(run)?));
+    }
+    if B::EAGER_LISTS {
+        if let Some(&[op::NEWLIST, a, b, c, d]) = r.rest.first_chunk::<5>() {
+            let len = usize::try_from(i32::from_be_bytes([a, b, c, d])).unwrap_or(RUN + 1);
+            if len <= RUN && len <= r.remaining() - 5 {
+                let offset = r.offset();
+                r.skip(5);
+                let run = read_list_run(builder, r, len)?;
+                if run.items.len != len || run.rest.is_some() || r.peek() != Some(op::SETITEM) {
+                    return Ok(Item::Partial(Unfinished::List(run, len, offset)));
+                }
+                return Ok(Item::Ready(builder.list_of(run.items, offset)?));
+            }
+        }
+    }
+    Ok(Item::Other)
+}
+
+/// Stores the items of `dict` that come in a row from `key` on, with values [`item_value`]
+/// reads. `None` when no further key follows, else where it stopped.
+#[inline(always)]
+fn flat_items<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    dict: &mut B::Value,
+    mut key: Key<B::Value>,
+) -> Result<Option<Stop<B::Value>>, B::Error> {
+    loop {
+        let value = match item_value(builder, r)? {
+            Item::Ready(value) => value,
+            Item::Partial(unfinished) => return Ok(Some((key, Some(unfinished)))),
+            Item::Other => return Ok(Some((key, None))),
+        };
+        let offset = r.offset();
+        r.bump();
+        builder.dict_put(dict, key, value, offset)?;
+        match next_key(builder, r)? {
+            Some(next) => key = next,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// [`flat_items`], with dict values whose own items [`flat_items`] stores (one level).
+#[inline(always)]
+fn dict_items<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+    dict: &mut B::Value,
+    mut key: Key<B::Value>,
+) -> Result<Option<Stopped<B::Value>>, B::Error> {
+    loop {
+        let value = match item_value(builder, r)? {
+            Item::Ready(value) => value,
+            Item::Partial(unfinished) => return Ok(Some(Stopped::Value(key, Some(unfinished)))),
+            Item::Other if r.peek() == Some(op::NEWDICT) => {
+                r.bump();
+                // The inner keys may replace a held key: this one is made now.
+                let outer = builder.key_value(key)?;
+                let mut inner = builder.dict()?;
+                if let Some(first) = next_key(builder, r)? {
+                    if let Some(stop) = flat_items(builder, r, &mut inner, first)? {
+                        return Ok(Some(Stopped::Nested(outer, inner, Some(stop))));
+                    }
+                }
+                if r.peek() != Some(op::SETITEM) {
+                    return Ok(Some(Stopped::Nested(outer, inner, None)));
+                }
+                key = Key::Value(outer);
+                inner
+            }
+            Item::Other => return Ok(Some(Stopped::Value(key, None))),
+        };
+        let offset = r.offset();
+        r.bump();
+        builder.dict_put(dict, key, value, offset)?;
+        match next_key(builder, r)? {
+            Some(next) => key = next,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Pushes a key and what was read of its value.
+fn push_key_value<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    key: Key<B::Value>,
+    value: Option<Unfinished<B::Value>>,
+) -> Result<(), B::Error> {
+    stack.push(Entry::new(builder.key_value(key)?, 1));
+    match value {
+        Some(Unfinished::Scalars(run)) => {
+            for value in run {
+                stack.push(Entry::new(value, 1));
+            }
+            Ok(())
+        }
+        Some(Unfinished::List(run, len, offset)) => push_list_run(builder, stack, run, len, offset),
+        None => Ok(()),
+    }
+}
+
+/// Pushes where [`dict_items`] stopped, as the general machine would have left the stack.
+fn push_stopped<B: Builder>(
+    builder: &mut B,
+    stack: &mut Stack<B::Value>,
+    stopped: Stopped<B::Value>,
+) -> Result<(), B::Error> {
+    match stopped {
+        Stopped::Value(key, value) => push_key_value(builder, stack, key, value),
+        Stopped::Nested(key, dict, stop) => {
+            stack.push(Entry::new(key, 1));
+            stack.push(Entry::new(dict, DICT_FLAG | 1));
+            match stop {
+                Some((key, value)) => push_key_value(builder, stack, key, value),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// The next dict key, if text comes next.
+#[inline(always)]
+fn next_key<B: Builder>(
+    builder: &mut B,
+    r: &mut Reader<'_>,
+) -> Result<Option<Key<B::Value>>, B::Error> {
+    let offset = r.offset();
+    match r.peek() {
+        Some(opcode @ (op::PY2STRING | op::PY3STRING | op::UNICODE)) => {
+            r.bump();
+            let n = r.int4(offset, opcode)?;
+            let chunk = r.chunk(n);
+            Ok(Some(builder.held_key(chunk, offset, opcode)?))
+        }
+        _ => Ok(None),
     }
 }

@@ -22,7 +22,7 @@ mod scan;
 mod value;
 pub mod writer;
 
-pub use decoder::{decode, normalize_index, Builder, MAX_HASH_DEPTH, MAX_UNFILLED_LIST_LEN};
+pub use decoder::{decode, normalize_index, Builder, Key, MAX_HASH_DEPTH, MAX_UNFILLED_LIST_LEN};
 pub use error::{bytes_repr, DecodeError, DecodeResult};
 pub use scan::{scan, ScanInfo};
 pub use value::{

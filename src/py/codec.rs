@@ -12,7 +12,7 @@ use pyo3::types::{
     PyTuple, PyType,
 };
 
-use crate::codec::{self, opcodes as op, writer, Builder, DecodeError, MAX_ENCODE_DEPTH};
+use crate::codec::{self, opcodes as op, writer, Builder, DecodeError, Key, MAX_ENCODE_DEPTH};
 
 static DUMP_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static LOAD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -283,6 +283,9 @@ struct PyBuilder<'a, 'py> {
     strings: Option<StringCache<'py>>,
     /// Whether the input is long enough for a [`StringCache`] to pay off.
     share_keys: bool,
+    /// Whether text dict keys (`PY3STRING`) go through the [`StringCache`]: `share_keys`, and
+    /// they decode to text.
+    cache_keys: bool,
 }
 
 /// Text values (not keys) this long at most are shared too: short repeated words.
@@ -302,7 +305,7 @@ struct StringCache<'py> {
     long: Vec<LongSlot<'py>>,
     /// The keys of recent dicts in the order they came, and where the next one is expected:
     /// dicts of one shape repeat their keys in order, which this finds without hashing.
-    trail: Vec<LongSlot<'py>>,
+    trail: Vec<TrailSlot<'py>>,
     next: usize,
 }
 
@@ -313,7 +316,10 @@ const TRAIL_LEN: usize = 32;
 type ShortSlot<'py> = Option<(u64, u32, Bound<'py, PyString>)>;
 
 /// A string of 9 to 24 bytes: its bytes as three words, its length, the string.
-type LongSlot<'py> = Option<([u64; 3], u32, Bound<'py, PyString>)>;
+type LongSlot<'py> = Option<TrailSlot<'py>>;
+
+/// A key in the [`StringCache`] trail: its bytes as three words, its length, the string.
+type TrailSlot<'py> = ([u64; 3], u32, Bound<'py, PyString>);
 
 const SHORT_BITS: u32 = 8;
 const LONG_BITS: u32 = 7;
@@ -325,22 +331,22 @@ fn same(a: &[u64; 3], b: &[u64; 3]) -> bool {
     ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2])) == 0
 }
 
-/// Eight bytes of `bytes` from `at` as a little-endian word (0 if out of range).
+/// The first and the last `N` bytes of `bytes` (at least `N` long) as little-endian words.
 #[inline(always)]
-fn word8(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.saturating_add(8))
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-/// Four bytes of `bytes` from `at` as a little-endian word (0 if out of range).
-#[inline(always)]
-fn word4(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.saturating_add(4))
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+fn ends<const N: usize>(bytes: &[u8]) -> (u64, u64) {
+    let word = |chunk: Option<&[u8; N]>| {
+        chunk.map_or(0, |c| {
+            let mut w = [0u8; 8];
+            if let Some(head) = w.get_mut(..N) {
+                head.copy_from_slice(c);
+            }
+            u64::from_le_bytes(w)
+        })
+    };
+    (
+        word(bytes.first_chunk::<N>()),
+        word(bytes.last_chunk::<N>()),
+    )
 }
 
 /// The bytes of a string of at most 24 bytes as three words, by overlapping loads: together
@@ -348,13 +354,28 @@ fn word4(bytes: &[u8], at: usize) -> u64 {
 #[inline(always)]
 fn words(bytes: &[u8]) -> [u64; 3] {
     let len = bytes.len();
-    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
     match len {
         0 => [0; 3],
-        1..=3 => [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0],
-        4..=8 => [word4(bytes, 0) | word4(bytes, len - 4) << 32, 0, 0],
-        9..=16 => [word8(bytes, 0), word8(bytes, len - 8), 0],
-        _ => [word8(bytes, 0), word8(bytes, 8), word8(bytes, len - 8)],
+        1..=3 => {
+            let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+            [byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16, 0, 0]
+        }
+        4..=8 => {
+            let (first, last) = ends::<4>(bytes);
+            [first | last << 32, 0, 0]
+        }
+        9..=16 => {
+            let (first, last) = ends::<8>(bytes);
+            [first, last, 0]
+        }
+        _ => {
+            let (first, last) = ends::<8>(bytes);
+            let middle = bytes
+                .get(8..)
+                .and_then(<[u8]>::first_chunk::<8>)
+                .map_or(0, |c| u64::from_le_bytes(*c));
+            [first, middle, last]
+        }
     }
 }
 
@@ -372,35 +393,39 @@ impl<'py> StringCache<'py> {
         }
     }
 
-    /// [`StringCache::get`] for a dict key: the key expected next in the trail first.
-    #[inline]
-    fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    /// [`StringCache::get`] for a dict key, kept in the trail: its index there (valid until the
+    /// next call). The key expected next in the trail is tried first.
+    #[inline(always)]
+    fn key(&mut self, py: Python<'py>, bytes: &[u8]) -> PyResult<usize> {
         let key = words(bytes);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let matches = |slot: &LongSlot<'py>| {
-            slot.as_ref()
-                .is_some_and(|(cached, cached_len, _)| same(cached, &key) && *cached_len == len)
-        };
+        let matches =
+            |(cached, cached_len, _): &TrailSlot<'py>| same(cached, &key) && *cached_len == len;
         if self.next >= self.trail.len() {
             self.next = 0;
         }
-        if let Some(Some((_, _, obj))) = self.trail.get(self.next).filter(|s| matches(s)) {
+        let expected = self.next;
+        if self.trail.get(expected).is_some_and(matches) {
             self.next += 1;
-            return Ok(obj.clone());
+            return Ok(expected);
         }
         if let Some(found) = self.trail.iter().position(matches) {
             self.next = found + 1;
-            if let Some(Some((_, _, obj))) = self.trail.get(found) {
-                return Ok(obj.clone());
-            }
+            return Ok(found);
         }
         let obj = self.get(py, bytes)?;
         if self.trail.len() >= TRAIL_LEN {
             self.trail.clear();
         }
-        self.trail.push(Some((key, len, obj.clone())));
+        self.trail.push((key, len, obj));
         self.next = self.trail.len();
-        Ok(obj)
+        Ok(self.trail.len() - 1)
+    }
+
+    /// The key at `index` of the trail (see [`StringCache::key`]).
+    #[inline(always)]
+    fn held(&self, index: usize) -> Option<&Bound<'py, PyString>> {
+        self.trail.get(index).map(|(_, _, obj)| obj)
     }
 
     /// The string for `bytes` (UTF-8, at most [`CACHED_STRING_LEN`] long), shared with earlier
@@ -441,6 +466,13 @@ impl<'py> StringCache<'py> {
     }
 }
 
+/// A [`Key::Held`] whose key the cache no longer has: not reached ([`Builder::held_key`]'s
+/// keys stay until its next call).
+#[cold]
+fn held_key_lost() -> PyErr {
+    PyRuntimeError::new_err("dict key lost while decoding")
+}
+
 /// Lists at least this long are made as `[None] * n` (filled in one go; it reports allocation
 /// failure).
 const LARGE_LIST: usize = 16;
@@ -477,12 +509,15 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     type Value = Bound<'py, PyAny>;
     type Error = PyErr;
 
+    #[inline(always)]
     fn none(&mut self) -> PyResult<Self::Value> {
         Ok(self.py.None().into_bound(self.py))
     }
+    #[inline(always)]
     fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
         Ok(PyBool::new(self.py, value).to_owned().into_any())
     }
+    #[inline(always)]
     fn int(&mut self, value: i32) -> PyResult<Self::Value> {
         Ok(value.into_pyobject(self.py)?.into_any())
     }
@@ -497,6 +532,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             .get_type::<PyInt>()
             .call1((new_bytes(self.py, literal)?,))
     }
+    #[inline(always)]
     fn float(&mut self, value: f64) -> PyResult<Self::Value> {
         Ok(PyFloat::new(self.py, value).into_any())
     }
@@ -506,6 +542,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     fn bytes(&mut self, data: &[u8]) -> PyResult<Self::Value> {
         Ok(new_bytes(self.py, data)?.into_any())
     }
+    #[inline(always)]
     fn string(&mut self, data: &[u8], _: usize, opcode: u8) -> PyResult<Self::Value> {
         let py = self.py;
         match opcode {
@@ -515,24 +552,57 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             }
             op::PY2STRING => Ok(new_bytes(py, data)?.into_any()),
             op::PY3STRING if self.py3str_as_py2str => Ok(new_bytes(py, data)?.into_any()),
-            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => {
-                let cache = self.strings.get_or_insert_with(StringCache::new);
-                Ok(cache.get(py, data)?.into_any())
-            }
+            _ if self.share_keys && data.len() <= SHARED_VALUE_LEN => match self.strings.as_mut() {
+                Some(cache) => Ok(cache.get(py, data)?.into_any()),
+                None => Ok(PyString::from_bytes(py, data)?.into_any()),
+            },
             // Python's own UTF-8 decoder: its exact UnicodeDecodeError for bad input.
             _ => Ok(PyString::from_bytes(py, data)?.into_any()),
         }
     }
+    #[inline(always)]
     fn key_string(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Self::Value> {
-        if !self.share_keys
-            || opcode != op::PY3STRING
-            || self.py3str_as_py2str
-            || data.len() > CACHED_STRING_LEN
-        {
-            return self.string(data, offset, opcode);
+        match self.held_key(data, offset, opcode)? {
+            Key::Value(key) => Ok(key),
+            key @ Key::Held(_) => self.key_value(key),
         }
-        let cache = self.strings.get_or_insert_with(StringCache::new);
-        Ok(cache.key(self.py, data)?.into_any())
+    }
+    #[inline(always)]
+    fn held_key(&mut self, data: &[u8], offset: usize, opcode: u8) -> PyResult<Key<Self::Value>> {
+        if self.cache_keys && opcode == op::PY3STRING && data.len() <= CACHED_STRING_LEN {
+            if let Some(cache) = self.strings.as_mut() {
+                return Ok(Key::Held(cache.key(self.py, data)?));
+            }
+        }
+        self.string(data, offset, opcode).map(Key::Value)
+    }
+    #[inline(always)]
+    fn key_value(&mut self, key: Key<Self::Value>) -> PyResult<Self::Value> {
+        match key {
+            Key::Value(key) => Ok(key),
+            Key::Held(index) => match self.strings.as_ref().and_then(|c| c.held(index)) {
+                Some(key) => Ok(key.clone().into_any()),
+                None => Err(held_key_lost()),
+            },
+        }
+    }
+    /// Stores with a borrowed key when the cache holds it (no reference count changes).
+    #[inline(always)]
+    fn dict_put(
+        &mut self,
+        dict: &mut Self::Value,
+        key: Key<Self::Value>,
+        value: Self::Value,
+        _: usize,
+    ) -> PyResult<()> {
+        let dict = dict.cast_exact::<PyDict>()?;
+        match key {
+            Key::Value(key) => dict.set_item(key, value),
+            Key::Held(index) => match self.strings.as_ref().and_then(|c| c.held(index)) {
+                Some(key) => dict.set_item(key, value),
+                None => Err(held_key_lost()),
+            },
+        }
     }
     fn channel(&mut self, id: i32, offset: usize) -> PyResult<Self::Value> {
         match self.channelfactory {
@@ -540,6 +610,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             None => Err(DecodeError::NoChannelFactory { offset }.into()),
         }
     }
+    #[inline(always)]
     fn dict(&mut self) -> PyResult<Self::Value> {
         Ok(PyDict::new(self.py).into_any())
     }
@@ -553,6 +624,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
     const EAGER_LISTS: bool = true;
     /// Lists come from [`Builder::list`]: `None` in every slot until it is set (never NULL,
     /// as a finalizer running meanwhile may see the list through `gc.get_objects()`).
+    #[inline(always)]
     fn list_put(
         &mut self,
         list: &mut Self::Value,
@@ -562,6 +634,14 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
         list.cast_exact::<PyList>()?.set_item(index, value)
     }
     fn list_from(&mut self, items: Vec<Self::Value>) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, items)?.into_any())
+    }
+    #[inline(always)]
+    fn list_of<I: ExactSizeIterator<Item = Self::Value>>(
+        &mut self,
+        items: I,
+        _: usize,
+    ) -> PyResult<Self::Value> {
         Ok(PyList::new(self.py, items)?.into_any())
     }
     fn tuple<I: ExactSizeIterator<Item = Self::Value>>(
@@ -582,6 +662,7 @@ impl<'py> Builder for PyBuilder<'_, 'py> {
             Ok(PySet::new(self.py, items)?.into_any())
         }
     }
+    #[inline(always)]
     fn set_item(
         &mut self,
         target: &mut Self::Value,
@@ -656,7 +737,11 @@ fn decode_with<'py>(
         channelfactory,
         strings: None,
         share_keys: data.len() >= SHARE_KEYS_INPUT_LEN,
+        cache_keys: data.len() >= SHARE_KEYS_INPUT_LEN && !strconfig.1,
     };
+    if builder.share_keys {
+        builder.strings = Some(StringCache::new());
+    }
     let _paused = (data.len() >= PAUSE_GC_INPUT_LEN).then(|| GcPause::new(py));
     codec::decode(&mut builder, data, versioned)
 }
