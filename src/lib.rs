@@ -1,8 +1,8 @@
 //! The Rust engine of execnet.
 //!
 //! The engine modules are pure Rust and build without libpython
-//! (`cargo test --no-default-features`); the pyo3 bindings live in the `py` module behind the default
-//! `python` feature and make up the private extension module `execnet._core`.
+//! (`cargo test --no-default-features`); the pyo3 bindings live in the `py` module behind the
+//! default `python` feature and make up the private extension module `execnet._core`.
 
 pub mod codec;
 pub mod frame;
